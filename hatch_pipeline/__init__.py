@@ -1,0 +1,1 @@
+"""Land Hatch Bulk Export API data in Google BigQuery with Dagster."""

@@ -1,0 +1,1 @@
+"""The vendor side: HTTP client, typed errors, rate ledger and export-window planning."""

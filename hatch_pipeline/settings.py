@@ -1,0 +1,122 @@
+"""The environment-variable contract: every HATCH_* setting, its default, and its validation.
+
+Read once where the Definitions are built. The API key is deliberately not read here: resources take it
+through `dagster.EnvVar("HATCH_API_KEY")` so that it never shows in run config or the UI.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TypeVar, cast
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from hatch_pipeline.export_api.windows import OUTPUT_FORMATS, OutputFormat
+
+DEFAULT_API_BASE_URL = "https://bulk-export-api.usehatchapp.com/api/v1"
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+_Num = TypeVar("_Num", int, float)
+
+
+class SettingsError(ValueError):
+    """A HATCH_* variable holds a value the pipeline cannot use; the message names it and the fix."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    api_base_url: str = DEFAULT_API_BASE_URL
+    output_format: OutputFormat = "json"
+    min_export_interval_seconds: float = 300.0
+    max_exports_per_day: int = 100
+    max_payload_bytes: int = 100_000_000
+    timezone: str = "UTC"
+    gcs_bucket: str | None = None
+    gcs_prefix: str = "hatch"
+    bq_project: str | None = None
+    bq_dataset: str = "hatch"
+    bq_location: str = "US"
+    storage_emulator_host: str | None = None
+    bigquery_emulator_host: str | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from the environment (unset or empty variables take their defaults)."""
+        source = os.environ if env is None else env
+
+        def get(name: str) -> str | None:
+            value = source.get(name, "").strip()
+            return value or None
+
+        defaults = cls()
+        settings = cls(
+            api_base_url=get("HATCH_API_BASE_URL") or defaults.api_base_url,
+            output_format=cast(OutputFormat, get("HATCH_OUTPUT_FORMAT") or defaults.output_format),
+            min_export_interval_seconds=_number(
+                "HATCH_MIN_EXPORT_INTERVAL_SECONDS",
+                get("HATCH_MIN_EXPORT_INTERVAL_SECONDS"),
+                defaults.min_export_interval_seconds,
+                float,
+            ),
+            max_exports_per_day=_number(
+                "HATCH_MAX_EXPORTS_PER_DAY", get("HATCH_MAX_EXPORTS_PER_DAY"), defaults.max_exports_per_day, int
+            ),
+            max_payload_bytes=_number(
+                "HATCH_MAX_PAYLOAD_BYTES", get("HATCH_MAX_PAYLOAD_BYTES"), defaults.max_payload_bytes, int
+            ),
+            timezone=get("HATCH_TIMEZONE") or defaults.timezone,
+            gcs_bucket=get("HATCH_GCS_BUCKET"),
+            gcs_prefix=(get("HATCH_GCS_PREFIX") or defaults.gcs_prefix).strip("/"),
+            bq_project=get("HATCH_BQ_PROJECT"),
+            bq_dataset=get("HATCH_BQ_DATASET") or defaults.bq_dataset,
+            bq_location=get("HATCH_BQ_LOCATION") or defaults.bq_location,
+            storage_emulator_host=get("STORAGE_EMULATOR_HOST"),
+            bigquery_emulator_host=get("BIGQUERY_EMULATOR_HOST"),
+        )
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if self.output_format not in OUTPUT_FORMATS:
+            raise SettingsError(
+                f"HATCH_OUTPUT_FORMAT={self.output_format!r} is not supported; use one of {', '.join(OUTPUT_FORMATS)}"
+            )
+        validate_base_url(self.api_base_url)
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise SettingsError(
+                f"HATCH_TIMEZONE={self.timezone!r} is not an IANA time zone; use a name such as UTC or Europe/Berlin"
+            ) from None
+        if self.min_export_interval_seconds < 0:
+            raise SettingsError("HATCH_MIN_EXPORT_INTERVAL_SECONDS must be zero or more")
+        if self.max_exports_per_day < 1:
+            raise SettingsError("HATCH_MAX_EXPORTS_PER_DAY must be at least 1")
+        if self.max_payload_bytes < 1:
+            raise SettingsError("HATCH_MAX_PAYLOAD_BYTES must be at least 1")
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+def validate_base_url(url: str) -> None:
+    """The key travels in a header: refuse plain http anywhere but loopback."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise SettingsError(f"HATCH_API_BASE_URL={url!r} is not an http(s) URL")
+    if parts.scheme == "http" and parts.hostname not in LOOPBACK_HOSTS:
+        raise SettingsError(
+            f"HATCH_API_BASE_URL must use https unless the host is loopback (got host {parts.hostname!r}); "
+            "the API key would otherwise travel in clear text"
+        )
+
+
+def _number(name: str, raw: str | None, default: _Num, kind: type[_Num]) -> _Num:
+    if raw is None:
+        return default
+    try:
+        return kind(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a {kind.__name__}") from None

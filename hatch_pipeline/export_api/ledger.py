@@ -1,0 +1,365 @@
+"""The durable, shared rate ledger: every export request first reserves a slot here.
+
+Separate runs, processes and machines share one ledger object per organization, so together they never send
+exports closer than `min_interval` or more than `max_per_day` in any rolling 24 hours. The ledger also keeps the
+uncompressed bytes per day observed per data source, which the window planner uses to size export windows.
+
+Layers, from the inside out:
+- `earliest_free_slot`: the pure scheduling rule;
+- `LedgerState`: what is stored, with its JSON format and pruning;
+- `LedgerStore`: an atomic read-modify-write of one organization's state (`LocalLedgerStore` here, a folder;
+  `GcsLedgerStore` in gcs_ledger.py, an object next to the data);
+- `RateLedger`: reserve / peek / record sizes, on top of any store.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import json
+import os
+import re
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any, Final, Protocol, TypeVar
+
+from filelock import FileLock
+
+from hatch_pipeline.export_api.errors import SlotUnavailable
+from hatch_pipeline.export_api.windows import ExportWindow
+
+ROLLING_DAY: Final = timedelta(hours=24)
+"""The span in which at most `max_per_day` slots may fall (rolling, not calendar days: never wrong at midnight)."""
+
+BYTES_RETENTION: Final = timedelta(days=400)
+"""Byte observations older than this are dropped; exports reach only 180 days back, so older sizes never matter."""
+
+FORMAT_VERSION: Final = 1
+
+_ORGANIZATION_KEY = re.compile(r"[0-9a-f]{16}")
+
+T = TypeVar("T")
+
+
+def organization_key(api_key: str) -> str:
+    """The ledger key of an organization: a short hash of its API key, so the key itself is never stored."""
+    if not api_key:
+        raise ValueError("the API key is empty; set HATCH_API_KEY")
+    return hashlib.sha256(api_key.encode()).hexdigest()[:16]
+
+
+def require_organization_key(organization: str) -> str:
+    """Accept only what `organization_key` returns: a raw key must never become a file or object name."""
+    if not _ORGANIZATION_KEY.fullmatch(organization):
+        raise ValueError(
+            "the ledger organization must be organization_key(api_key) (16 lowercase hex characters), "
+            "never the API key itself"
+        )
+    return organization
+
+
+def as_utc(value: datetime, name: str) -> datetime:
+    """Normalise an aware datetime to UTC; naive ones are refused because their meaning depends on the machine."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"{name} {value.isoformat()} has no time zone; pass an aware datetime, e.g. in UTC")
+    return value.astimezone(UTC)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+# --- the pure scheduling rule -----------------------------------------------------------------------------------
+
+
+def earliest_free_slot(
+    slots: Sequence[datetime],
+    *,
+    now: datetime,
+    not_before: datetime | None,
+    min_interval: timedelta,
+    max_per_day: int,
+) -> datetime:
+    """The earliest t >= max(now, not_before) that keeps every two slots `min_interval` apart and at most
+    `max_per_day` slots in any rolling 24 hours, given the already reserved (sorted) `slots`.
+
+    Gaps are filled: slots reserved far ahead by others (say after a Retry-After) do not push everybody behind
+    them. That stays correct because each forbidden region is an open interval around existing slots; the earliest
+    allowed time is therefore the start itself or the right end of one region (`s + min_interval` or `s + 24h`),
+    and each candidate is checked against all the constraints it touches.
+    """
+    _check_limits(min_interval, max_per_day)
+    start = as_utc(now, "now")
+    if not_before is not None:
+        start = max(start, as_utc(not_before, "not_before"))
+    candidates = [start]
+    for slot in slots:
+        candidates += [slot + min_interval, slot + ROLLING_DAY]
+    return min(t for t in candidates if t >= start and _is_free(slots, t, min_interval, max_per_day))
+
+
+def _is_free(slots: Sequence[datetime], t: datetime, min_interval: timedelta, max_per_day: int) -> bool:
+    position = bisect.bisect_left(slots, t)
+    neighbours = slots[max(position - 1, 0) : position + 1]
+    if any(abs(t - neighbour) < min_interval for neighbour in neighbours):
+        return False
+    # With t inserted at `position`, every run of max_per_day + 1 consecutive slots that includes t must span 24h.
+    merged = [*slots[:position], t, *slots[position:]]
+    first = max(position - max_per_day, 0)
+    last = min(position, len(merged) - 1 - max_per_day)
+    return all(merged[i + max_per_day] - merged[i] >= ROLLING_DAY for i in range(first, last + 1))
+
+
+def _check_limits(min_interval: timedelta, max_per_day: int) -> None:
+    if min_interval < timedelta(0):
+        raise ValueError(f"min_interval {min_interval} is negative; use zero or more")
+    if max_per_day < 1:
+        raise ValueError(f"max_per_day {max_per_day} allows no export at all; use 1 or more")
+
+
+# --- the stored state -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LedgerState:
+    """One organization's ledger: reserved slots (sorted, UTC) and observed uncompressed bytes per source and day."""
+
+    slots: tuple[datetime, ...] = ()
+    bytes_per_day: Mapping[str, Mapping[date, float]] = field(default_factory=dict, hash=False)
+
+    def __post_init__(self) -> None:
+        for slot in self.slots:
+            if slot.tzinfo is not UTC:
+                raise ValueError(f"slot {slot.isoformat()} is not in UTC; normalise it with as_utc")
+        if list(self.slots) != sorted(self.slots):
+            raise ValueError("ledger slots must be sorted")
+
+    def pruned(self, now: datetime, min_interval: timedelta = timedelta(0)) -> LedgerState:
+        """Drop slots that can no longer constrain a slot at or after `now`, and byte observations too old to
+        matter, so the stored object stays small."""
+        oldest_slot = as_utc(now, "now") - max(ROLLING_DAY, min_interval)
+        oldest_day = (now - BYTES_RETENTION).date()
+        return LedgerState(
+            slots=tuple(slot for slot in self.slots if slot > oldest_slot),
+            bytes_per_day={
+                source: kept
+                for source, days in self.bytes_per_day.items()
+                if (kept := {day: size for day, size in days.items() if day >= oldest_day})
+            },
+        )
+
+    def with_slot(self, slot: datetime) -> LedgerState:
+        slots = list(self.slots)
+        bisect.insort(slots, as_utc(slot, "slot"))
+        return LedgerState(tuple(slots), self.bytes_per_day)
+
+    def with_bytes(self, source: str, sizes: Mapping[date, float]) -> LedgerState:
+        """Newest observation per day wins."""
+        merged = {**self.bytes_per_day.get(source, {}), **sizes}
+        return LedgerState(self.slots, {**self.bytes_per_day, source: merged})
+
+    def to_json(self) -> bytes:
+        document = {
+            "format": FORMAT_VERSION,
+            "slots": [slot.isoformat() for slot in self.slots],
+            "bytes_per_day": {
+                source: {day.isoformat(): size for day, size in sorted(days.items())}
+                for source, days in sorted(self.bytes_per_day.items())
+            },
+        }
+        return json.dumps(document, indent=1).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes, where: str) -> LedgerState:
+        """Parse a stored ledger; `where` (a path or gs:// URL) goes into the error so it can be inspected."""
+        try:
+            document: Any = json.loads(data)
+            version = document.get("format")
+            if version != FORMAT_VERSION:
+                raise ValueError(f"it has format {version!r} and this code reads format {FORMAT_VERSION}")
+            return cls(
+                slots=tuple(sorted(as_utc(datetime.fromisoformat(raw), "slot") for raw in document["slots"])),
+                bytes_per_day={
+                    source: {date.fromisoformat(day): float(size) for day, size in days.items()}
+                    for source, days in document["bytes_per_day"].items()
+                },
+            )
+        except (ValueError, TypeError, KeyError, AttributeError) as error:
+            raise ValueError(
+                f"the rate ledger at {where} is unreadable ({error}); upgrade hatch_pipeline if a newer version "
+                "wrote it, or move it aside to start an empty ledger"
+            ) from error
+
+
+# --- stores -----------------------------------------------------------------------------------------------------
+
+
+class LedgerStore(Protocol):
+    def update(self, organization: str, change: Callable[[LedgerState], tuple[LedgerState, T]]) -> T:
+        """Atomic read-modify-write of one organization's state: no lost updates across processes/machines.
+
+        `change` may run more than once (stores that detect conflicts retry it) and may raise to abort without
+        writing anything.
+        """
+        ...
+
+    def read(self, organization: str) -> LedgerState: ...
+
+
+class LocalLedgerStore:
+    """A folder with a JSON file per organization, for local runs: a file lock serialises writers on this
+    machine, and writing a temp file then `os.replace` keeps readers from ever seeing a half-written file."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def __repr__(self) -> str:
+        return f"LocalLedgerStore({str(self.folder)!r})"
+
+    def update(self, organization: str, change: Callable[[LedgerState], tuple[LedgerState, T]]) -> T:
+        path = self._path(organization)
+        with FileLock(path.with_name(path.name + ".lock")):
+            state = self._read_path(path)
+            new_state, result = change(state)
+            if new_state != state:
+                self._write_path(path, new_state)
+        return result
+
+    def read(self, organization: str) -> LedgerState:
+        return self._read_path(self._path(organization))
+
+    def _path(self, organization: str) -> Path:
+        return self.folder / f"{require_organization_key(organization)}.json"
+
+    @staticmethod
+    def _read_path(path: Path) -> LedgerState:
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return LedgerState()
+        return LedgerState.from_json(data, str(path))
+
+    @staticmethod
+    def _write_path(path: Path, state: LedgerState) -> None:
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=path.name, suffix=".tmp", delete=False) as temp:
+            temp.write(state.to_json())
+            temp.flush()
+            os.fsync(temp.fileno())
+        os.replace(temp.name, path)
+
+
+# --- the ledger -------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Reservation:
+    slot_at: datetime
+    """UTC, when the request may be sent."""
+    waited_seconds: float
+    """How long reserve() slept before returning."""
+
+
+class RateLedger:
+    """Reserve export slots for one organization in a shared store, and remember observed export sizes."""
+
+    def __init__(
+        self,
+        store: LedgerStore,
+        *,
+        organization: str,
+        min_interval: timedelta,
+        max_per_day: int,
+        max_wait: timedelta,
+        clock: Callable[[], datetime] = utc_now,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        _check_limits(min_interval, max_per_day)
+        if max_wait < timedelta(0):
+            raise ValueError(f"max_wait {max_wait} is negative; use zero (never wait) or more")
+        self.store = store
+        self.organization = require_organization_key(organization)
+        self.min_interval = min_interval
+        self.max_per_day = max_per_day
+        self.max_wait = max_wait
+        self._clock = clock
+        self._sleep = sleep
+
+    def __repr__(self) -> str:
+        return (
+            f"RateLedger({self.store!r}, organization={self.organization!r}, min_interval={self.min_interval}, "
+            f"max_per_day={self.max_per_day}, max_wait={self.max_wait})"
+        )
+
+    def reserve(self, not_before: datetime | None = None) -> Reservation:
+        """Claim the earliest free slot at or after `not_before` (a 429's Retry-After), sleep until it, return it.
+
+        Raises SlotUnavailable, recording nothing, when that slot is more than `max_wait` away.
+        """
+
+        def claim(state: LedgerState) -> tuple[LedgerState, datetime]:
+            now = self._now()
+            state = state.pruned(now, self.min_interval)
+            slot = self._earliest(state, now, not_before)
+            if slot - now > self.max_wait:
+                raise SlotUnavailable(opens_at=slot, reason=self._why_waiting(state, now, not_before, slot))
+            return state.with_slot(slot), slot
+
+        slot = self.store.update(self.organization, claim)
+        delay = max((slot - self._now()).total_seconds(), 0.0)
+        if delay > 0:
+            self._sleep(delay)
+        return Reservation(slot_at=slot, waited_seconds=delay)
+
+    def next_slot(self, not_before: datetime | None = None) -> datetime:
+        """Read-only peek at the slot `reserve` would claim now (for `doctor` and metadata)."""
+        now = self._now()
+        return self._earliest(self.store.read(self.organization).pruned(now, self.min_interval), now, not_before)
+
+    def record_bytes(self, source: str, window: ExportWindow, uncompressed_bytes: int) -> None:
+        """Remember an export's uncompressed size, spread evenly over the window's days."""
+        if uncompressed_bytes < 0:
+            raise ValueError(f"uncompressed_bytes {uncompressed_bytes} is negative; pass the size of the export")
+        per_day = uncompressed_bytes / window.days
+        sizes = dict.fromkeys(window.dates(), per_day)
+
+        def remember(state: LedgerState) -> tuple[LedgerState, None]:
+            return state.with_bytes(source, sizes).pruned(self._now(), self.min_interval), None
+
+        self.store.update(self.organization, remember)
+
+    def observed_bytes_per_day(self, source: str) -> dict[date, float]:
+        return dict(self.store.read(self.organization).bytes_per_day.get(source, {}))
+
+    def _now(self) -> datetime:
+        return as_utc(self._clock(), "clock()")
+
+    def _earliest(self, state: LedgerState, now: datetime, not_before: datetime | None) -> datetime:
+        return earliest_free_slot(
+            state.slots, now=now, not_before=not_before, min_interval=self.min_interval, max_per_day=self.max_per_day
+        )
+
+    def _why_waiting(self, state: LedgerState, now: datetime, not_before: datetime | None, slot: datetime) -> str:
+        """Name the limit that pushes the slot out: the caller's not_before, the interval, or the daily cap."""
+        wait = f"more than max_wait ({self.max_wait}) away"
+        if not state.slots or (not_before is not None and slot == as_utc(not_before, "not_before")):
+            return f"the caller asked not to send before {slot.isoformat(timespec='seconds')}, {wait}"
+        spacing_only = earliest_free_slot(
+            state.slots,
+            now=now,
+            not_before=not_before,
+            min_interval=self.min_interval,
+            max_per_day=len(state.slots) + 1,
+        )
+        if spacing_only == slot:
+            return (
+                f"the minimum interval of {self.min_interval} between exports, with {len(state.slots)} slot(s) "
+                f"already reserved up to {state.slots[-1].isoformat(timespec='seconds')}, puts the next slot {wait}"
+            )
+        return (
+            f"the daily cap of {self.max_per_day} exports in any 24 hours is reached, which puts the next slot {wait}"
+        )

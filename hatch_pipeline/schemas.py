@@ -1,0 +1,99 @@
+"""The columns Hatch documents for each data source, with the types we give them.
+
+The vendor publishes column names but no types. We type only what the names promise (timestamps, a flag, a
+money amount) and keep everything else, ids and phone numbers included, as text: inference would turn an id
+like "00123" into the number 123 and lose it. Columns the vendor adds later are kept as text by the parser.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Final
+
+import polars as pl
+
+from hatch_pipeline.export_api.windows import DataSource
+
+TIMESTAMP: Final = pl.Datetime("us", "UTC")
+
+LINEAGE_COLUMNS: Final = ("_export_date", "_source_file", "_loaded_at")
+"""Added to every row: the day it belongs to, the gs:// URI of the stored ZIP, and when it was parsed."""
+
+
+@dataclass(frozen=True)
+class SourceSchema:
+    """One data source: its documented columns in the vendor's order, its natural id and its default date column."""
+
+    source: DataSource
+    natural_id: str
+    date_column: str
+    columns: Mapping[str, pl.DataType]
+
+    @property
+    def timestamp_columns(self) -> tuple[str, ...]:
+        """The columns a caller may choose as the date column: the documented timestamps."""
+        return tuple(name for name, dtype in self.columns.items() if dtype == TIMESTAMP)
+
+
+def _text(*names: str) -> dict[str, pl.DataType]:
+    return dict.fromkeys(names, pl.String())
+
+
+_WORKSPACE_COLUMNS: Final = ("organization_id", "organization_name", "workspace_id", "workspace_name")
+
+CONTACT_HISTORY: Final = SourceSchema(
+    source="contact_history",
+    natural_id="contact_history_id",
+    date_column="updated_at",
+    columns=MappingProxyType(
+        {
+            **_text(
+                *_WORKSPACE_COLUMNS,
+                "contact_history_id",
+                "campaign_id",
+                "campaign_name",
+                "current_lead_source",
+                "hatch_contact_id",
+                "contact_status",
+                "campaign_stage",
+            ),
+            "sales_value": pl.Float64(),
+            "opted_out": pl.Boolean(),
+            **_text("email", "phone"),
+            "updated_at": TIMESTAMP,
+            # Being rolled out by the vendor: often null or absent from older exports.
+            **_text("external_contact_id", "appointment_id", "invoice_id"),
+        }
+    ),
+)
+
+CONVERSATION_ITEMS: Final = SourceSchema(
+    source="conversation_items",
+    natural_id="id",
+    date_column="created_at",
+    columns=MappingProxyType(
+        {
+            **_text(
+                *_WORKSPACE_COLUMNS,
+                "id",
+                "conversation_id",
+                "contact_id",
+                "actor_type",
+                "actor_id",
+                "category",
+                "type",
+                "direction",
+                "body",
+                "delivery_status",
+            ),
+            "created_at": TIMESTAMP,
+            "updated_at": TIMESTAMP,
+        }
+    ),
+)
+
+SCHEMAS: Final[Mapping[DataSource, SourceSchema]] = MappingProxyType(
+    {schema.source: schema for schema in (CONTACT_HISTORY, CONVERSATION_ITEMS)}
+)

@@ -39,6 +39,7 @@ class Settings:
     bq_location: str = "US"
     storage_emulator_host: str | None = None
     bigquery_emulator_host: str | None = None
+    local_dir: str = ".hatch_local"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -73,6 +74,7 @@ class Settings:
             bq_location=get("HATCH_BQ_LOCATION") or defaults.bq_location,
             storage_emulator_host=get("STORAGE_EMULATOR_HOST"),
             bigquery_emulator_host=get("BIGQUERY_EMULATOR_HOST"),
+            local_dir=get("HATCH_LOCAL_DIR") or defaults.local_dir,
         )
         settings.validate()
         return settings
@@ -99,6 +101,13 @@ class Settings:
     @property
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
+
+    @property
+    def ledger_url(self) -> str:
+        """The rate ledger lives next to the data: in the bucket when there is one, else in the local folder."""
+        if self.gcs_bucket:
+            return f"gs://{self.gcs_bucket}/{self.gcs_prefix}"
+        return f"{self.local_dir}/ledger"
 
 
 def validate_base_url(url: str) -> None:

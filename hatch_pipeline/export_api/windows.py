@@ -64,7 +64,7 @@ def latest_allowed_day(today: date) -> date:
 
 
 def contract_violations(source: str, window: ExportWindow, today: date) -> list[str]:
-    """Every way a request breaks the published date and source rules, as sentences that say the fix."""
+    """Every way one export request breaks the published date and source rules, as sentences that say the fix."""
     problems: list[str] = []
     if source not in DATA_SOURCES:
         problems.append(f"unknown data_source {source!r}; use one of {', '.join(DATA_SOURCES)}")
@@ -72,6 +72,12 @@ def contract_violations(source: str, window: ExportWindow, today: date) -> list[
         problems.append(
             f"the range {window} spans {window.days} days; one export may span at most {MAX_WINDOW_DAYS} days"
         )
+    return problems + range_violations(window, today)
+
+
+def range_violations(window: ExportWindow, today: date) -> list[str]:
+    """The rules a range of days must keep to be exportable at all, in as many exports as it takes."""
+    problems: list[str] = []
     earliest = earliest_allowed_day(today)
     if window.start < earliest:
         problems.append(

@@ -1,0 +1,130 @@
+"""Dagster resources: thin, configurable shells that build the plain-Python clients of hatch_pipeline."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from pathlib import Path
+from typing import Final
+from urllib.parse import urlsplit
+
+import dagster as dg
+from google.cloud import storage
+from pydantic import Field
+
+from hatch_pipeline.export_api.client import HatchExportClient
+from hatch_pipeline.export_api.gcs_ledger import GcsLedgerStore
+from hatch_pipeline.export_api.ledger import LedgerStore, LocalLedgerStore, RateLedger, organization_key
+from hatch_pipeline.export_api.windows import OutputFormat
+from hatch_pipeline.settings import DEFAULT_API_BASE_URL, Settings
+
+_DEFAULTS: Final = Settings()
+
+
+class HatchExportResource(dg.ConfigurableResource["HatchExportResource"]):
+    """The Hatch Bulk Export API, reached only through the shared rate ledger."""
+
+    api_key: str = Field(
+        repr=False,
+        description=(
+            'Hatch Bulk Export API key. Pass dagster.EnvVar("HATCH_API_KEY") so the key never appears in run '
+            "config, the UI or logs."
+        ),
+    )
+    ledger_url: str = Field(
+        description=(
+            "Where the shared rate ledger lives: gs://bucket/prefix (durable, shared by every machine; the one to "
+            "use in deployments) or a local folder (one machine only). Everything that exports with the same "
+            "API key must use the same ledger, or together it can exceed the vendor's limits."
+        ),
+    )
+    base_url: str = Field(
+        default=DEFAULT_API_BASE_URL,
+        description="Base URL of the Bulk Export API (HATCH_API_BASE_URL); plain http is allowed only on loopback.",
+    )
+    output_format: OutputFormat = Field(
+        default=_DEFAULTS.output_format,
+        description="Format of the file inside each exported ZIP: json (newline-delimited) or csv.",
+    )
+    min_export_interval_seconds: float = Field(
+        default=_DEFAULTS.min_export_interval_seconds,
+        description="Least time between two exports of the organization (the vendor allows one per 5 minutes).",
+    )
+    max_exports_per_day: int = Field(
+        default=_DEFAULTS.max_exports_per_day,
+        description="Most exports of the organization in any 24 hours (the vendor allows 100).",
+    )
+    max_payload_bytes: int = Field(
+        default=_DEFAULTS.max_payload_bytes,
+        description="Uncompressed size above which the vendor answers 413; larger ZIPs are refused as well.",
+    )
+    timezone: str = Field(
+        default=_DEFAULTS.timezone,
+        description="IANA time zone whose 'today' decides which days the vendor considers exportable.",
+    )
+    max_slot_wait_seconds: float = Field(
+        default=900.0,
+        description=(
+            "Longest an export waits for a free ledger slot; beyond that it fails fast (SlotUnavailable) so the "
+            "run can be retried later instead of holding a worker."
+        ),
+    )
+
+    def ledger(self) -> RateLedger:
+        """The rate ledger of this key's organization, in the configured store."""
+        self._settings().validate()
+        return RateLedger(
+            self._ledger_store(),
+            organization=organization_key(self.api_key),
+            min_interval=timedelta(seconds=self.min_export_interval_seconds),
+            max_per_day=self.max_exports_per_day,
+            max_wait=timedelta(seconds=self.max_slot_wait_seconds),
+        )
+
+    @contextmanager
+    def client(self) -> Iterator[HatchExportClient]:
+        """An export client bound to the ledger; closed (connections released) when the block ends."""
+        with HatchExportClient(
+            api_key=self.api_key,
+            base_url=self.base_url,
+            ledger=self.ledger(),
+            output_format=self.output_format,
+            max_payload_bytes=self.max_payload_bytes,
+            timezone=self.timezone,
+        ) as client:
+            yield client
+
+    def _settings(self) -> Settings:
+        """The same rules as the HATCH_* variables, so a bad value fails with the variable's name and the fix."""
+        return Settings(
+            api_base_url=self.base_url,
+            output_format=self.output_format,
+            min_export_interval_seconds=self.min_export_interval_seconds,
+            max_exports_per_day=self.max_exports_per_day,
+            max_payload_bytes=self.max_payload_bytes,
+            timezone=self.timezone,
+        )
+
+    def _ledger_store(self) -> LedgerStore:
+        if not self.ledger_url.startswith("gs://"):
+            return LocalLedgerStore(Path(self.ledger_url).expanduser())
+        parts = urlsplit(self.ledger_url)
+        if not parts.netloc:
+            raise ValueError(f"ledger_url {self.ledger_url!r} names no bucket; use gs://BUCKET/PREFIX")
+        # With STORAGE_EMULATOR_HOST set, the client talks to that emulator with anonymous credentials.
+        return GcsLedgerStore(storage.Client(), parts.netloc, parts.path.strip("/"))
+
+
+def export_resource(settings: Settings, api_key: str | dg.EnvVar) -> HatchExportResource:
+    """The export resource as the HATCH_* settings describe it; the key stays an EnvVar in deployments."""
+    return HatchExportResource(
+        api_key=api_key,
+        ledger_url=settings.ledger_url,
+        base_url=settings.api_base_url,
+        output_format=settings.output_format,
+        min_export_interval_seconds=settings.min_export_interval_seconds,
+        max_exports_per_day=settings.max_exports_per_day,
+        max_payload_bytes=settings.max_payload_bytes,
+        timezone=settings.timezone,
+    )

@@ -1,0 +1,19 @@
+"""Fixtures shared by every test package: real local servers, started per test so no state leaks between tests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from hatch_pipeline.sandbox.server import SandboxServer
+
+
+@pytest.fixture
+def sandbox() -> Iterator[SandboxServer]:
+    """A running sandbox of the vendor API on 127.0.0.1 and a free port, with its default configuration.
+
+    Tests adjust it with `sandbox.config = dataclasses.replace(sandbox.config, ...)`.
+    """
+    with SandboxServer() as server:
+        yield server

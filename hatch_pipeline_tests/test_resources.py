@@ -1,0 +1,130 @@
+"""The export resource: configured like a user would (EnvVar key), used inside a real Dagster run."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pytest
+
+from hatch_pipeline.export_api.client import ExportedFile
+from hatch_pipeline.export_api.gcs_ledger import GcsLedgerStore
+from hatch_pipeline.export_api.ledger import LocalLedgerStore, organization_key
+from hatch_pipeline.export_api.windows import ExportWindow
+from hatch_pipeline.resources import HatchExportResource
+from hatch_pipeline.sandbox.server import SandboxServer
+from hatch_pipeline.settings import SettingsError
+from hatch_pipeline_tests.fake_gcs import emulator_client, fake_gcs_server
+
+KEY = "sk-test-7f41aa-resource-secret"
+ORGANIZATION = "org-resource-tests"
+
+
+@pytest.fixture
+def api(sandbox: SandboxServer) -> SandboxServer:
+    sandbox.config = replace(sandbox.config, api_keys={KEY: ORGANIZATION}, rows_per_day=5)
+    return sandbox
+
+
+@pytest.fixture
+def gcs_endpoint(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    with fake_gcs_server() as endpoint:
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", endpoint)
+        yield endpoint
+
+
+def test_the_key_shows_in_no_repr(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HATCH_API_KEY", KEY)
+    deferred = HatchExportResource(api_key=dg.EnvVar("HATCH_API_KEY"), ledger_url=str(tmp_path))
+    resolved = HatchExportResource(api_key=KEY, ledger_url=str(tmp_path))
+
+    for resource in (deferred, resolved):
+        assert KEY not in repr(resource) and KEY not in str(resource)
+    with resolved.client() as client:
+        assert KEY not in repr(client)
+
+
+def test_ledger_follows_the_configuration(tmp_path: Path) -> None:
+    resource = HatchExportResource(
+        api_key=KEY,
+        ledger_url=str(tmp_path / "ledger"),
+        min_export_interval_seconds=120,
+        max_exports_per_day=40,
+        max_slot_wait_seconds=60,
+    )
+
+    ledger = resource.ledger()
+
+    assert ledger.organization == organization_key(KEY)
+    assert (ledger.min_interval, ledger.max_per_day, ledger.max_wait) == (
+        timedelta(minutes=2),
+        40,
+        timedelta(minutes=1),
+    )
+    assert isinstance(ledger.store, LocalLedgerStore) and ledger.store.folder == tmp_path / "ledger"
+
+
+def test_a_gs_ledger_url_keeps_the_ledger_in_the_bucket(gcs_endpoint: str, tmp_path: Path) -> None:
+    emulator_client(gcs_endpoint).create_bucket("hatch-ledger-test")
+    resource = HatchExportResource(
+        api_key=KEY, ledger_url="gs://hatch-ledger-test/hatch/", min_export_interval_seconds=0
+    )
+
+    ledger = resource.ledger()
+    ledger.reserve()
+
+    assert isinstance(ledger.store, GcsLedgerStore)
+    blobs = list(emulator_client(gcs_endpoint).list_blobs("hatch-ledger-test"))
+    assert [blob.name for blob in blobs] == [f"hatch/ledger/{organization_key(KEY)}.json"]
+    assert KEY.encode() not in blobs[0].download_as_bytes()
+    assert len(ledger.store.read(ledger.organization).slots) == 1
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "variable"),
+    [
+        ("base_url", "http://bulk-export-api.example.com/api/v1", "HATCH_API_BASE_URL"),
+        ("timezone", "Mars/Olympus_Mons", "HATCH_TIMEZONE"),
+        ("max_exports_per_day", 0, "HATCH_MAX_EXPORTS_PER_DAY"),
+    ],
+)
+def test_bad_configuration_names_the_variable_to_fix(tmp_path: Path, field: str, value: Any, variable: str) -> None:
+    resource = HatchExportResource(api_key=KEY, ledger_url=str(tmp_path), **{field: value})
+
+    with pytest.raises(SettingsError, match=variable):
+        resource.ledger()
+
+
+def test_an_asset_exports_through_the_resource_in_a_dagster_run(
+    api: SandboxServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HATCH_API_KEY", KEY)
+    yesterday = datetime.now(UTC).date() - timedelta(days=1)  # the sandbox's today is UTC's, like the client's
+    window = ExportWindow(yesterday - timedelta(days=2), yesterday)
+    dest = tmp_path / "exports"
+
+    @dg.asset
+    def raw_contact_history(hatch: HatchExportResource) -> dg.MaterializeResult[None]:
+        with hatch.client() as client:
+            outcome = client.export("contact_history", window, dest)
+        assert isinstance(outcome, ExportedFile)
+        return dg.MaterializeResult(metadata={"path": str(outcome.path), "sha256": outcome.sha256})
+
+    resource = HatchExportResource(
+        api_key=dg.EnvVar("HATCH_API_KEY"),
+        base_url=api.base_url,
+        ledger_url=str(tmp_path / "ledger"),
+        min_export_interval_seconds=0.05,
+    )
+    result = dg.materialize([raw_contact_history], resources={"hatch": resource})
+
+    assert result.success
+    (materialization,) = result.asset_materializations_for_node("raw_contact_history")
+    path = Path(str(materialization.metadata["path"].value))
+    assert path.parent == dest and path.exists()
+    assert not [event for event in result.all_events if KEY in str(event)]
+    assert len(LocalLedgerStore(tmp_path / "ledger").read(organization_key(KEY)).slots) == 1

@@ -1,0 +1,33 @@
+# Everything a fresh machine with python3 and make needs: uv is bootstrapped from PyPI when missing.
+SHELL := /bin/bash
+UV := $(or $(shell command -v uv 2>/dev/null),$(CURDIR)/.tools/bin/uv)
+RUN := $(UV) run --frozen
+
+.PHONY: install demo test lint typecheck unit validate
+
+$(CURDIR)/.tools/bin/uv:
+	python3 -m venv .tools
+	.tools/bin/python -m pip install --quiet --disable-pip-version-check uv
+
+install: $(UV)
+	$(UV) sync --frozen
+
+## The main job on local defaults: sandbox API + local emulators + Dagster UI.
+demo: install
+	$(RUN) hatch-pipeline demo
+
+## The test command (CI runs exactly this): lint, types, definitions, tests.
+test: install lint typecheck validate unit
+
+lint:
+	$(RUN) ruff check .
+	$(RUN) ruff format --check .
+
+typecheck:
+	$(RUN) mypy
+
+validate:
+	$(RUN) dagster definitions validate -w workspace.yaml
+
+unit:
+	$(RUN) pytest

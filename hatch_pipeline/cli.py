@@ -1,0 +1,127 @@
+"""`hatch-pipeline`: run the sandbox, the local demo, plan a backfill, or check a configuration."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from datetime import date, datetime
+
+from hatch_pipeline.export_api.ledger import RateLedger, organization_key
+from hatch_pipeline.export_api.planner import estimate_daily_bytes, plan_windows
+from hatch_pipeline.export_api.windows import DATA_SOURCES, ExportWindow, range_violations
+from hatch_pipeline.settings import Settings, SettingsError
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="hatch-pipeline", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    sandbox = commands.add_parser("sandbox", help="serve the local sandbox of the Hatch Bulk Export API")
+    sandbox.add_argument("--host", default="127.0.0.1")
+    sandbox.add_argument("--port", type=int, default=8787)
+    sandbox.add_argument("--api-key", default="sandbox-key", help="the key the sandbox accepts (default sandbox-key)")
+    sandbox.add_argument("--rows-per-day", type=int, default=50)
+    sandbox.add_argument("--min-export-interval-seconds", type=float, default=0.0)
+    sandbox.add_argument("--max-exports-per-day", type=int, default=100)
+    sandbox.add_argument("--max-payload-bytes", type=int, default=100_000_000)
+    sandbox.add_argument("--new-columns-from", type=date.fromisoformat, default=None, metavar="YYYY-MM-DD")
+
+    demo = commands.add_parser("demo", help="sandbox + local emulators + Dagster UI, all on loopback")
+    demo.add_argument("--port", type=int, default=3000, help="port of the Dagster UI (default 3000)")
+    demo.add_argument("--days", type=int, default=14, help="how many recent days to materialize first")
+    demo.add_argument("--no-ui", action="store_true", help="materialize, report and stop without serving the UI")
+
+    plan = commands.add_parser("plan", help="show the export windows a backfill would use (sends no request)")
+    plan.add_argument("source", choices=DATA_SOURCES)
+    plan.add_argument("start", type=date.fromisoformat, metavar="START")
+    plan.add_argument("end", type=date.fromisoformat, metavar="END")
+
+    commands.add_parser("doctor", help="check the HATCH_* configuration and the rate ledger (sends no export)")
+
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "sandbox":
+            return _sandbox(args)
+        if args.command == "demo":
+            from hatch_pipeline.demo import run_demo
+
+            return run_demo(ui_port=args.port, days=args.days, serve_ui=not args.no_ui)
+        if args.command == "plan":
+            return _plan(args.source, args.start, args.end)
+        return _doctor()
+    except SettingsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+def _sandbox(args: argparse.Namespace) -> int:
+    from hatch_pipeline.sandbox.data import SandboxConfig
+    from hatch_pipeline.sandbox.server import serve
+
+    config = SandboxConfig(
+        api_keys={args.api_key: "org-sandbox"},
+        rows_per_day=args.rows_per_day,
+        min_export_interval_seconds=args.min_export_interval_seconds,
+        max_exports_per_day=args.max_exports_per_day,
+        max_payload_bytes=args.max_payload_bytes,
+        new_columns_from=args.new_columns_from,
+    )
+    serve(config, args.host, args.port)
+    return 0
+
+
+def _ledger(settings: Settings, api_key: str) -> RateLedger:
+    """The configured ledger, for reading only: planning and diagnosis never reserve a slot."""
+    from hatch_pipeline.resources import export_resource
+
+    return export_resource(settings, api_key).ledger()
+
+
+def _api_key() -> str | None:
+    return os.environ.get("HATCH_API_KEY", "").strip() or None
+
+
+def _plan(source: str, start: date, end: date) -> int:
+    settings = Settings.from_env()
+    if end < start:
+        print(f"error: end {end} is before start {start}", file=sys.stderr)
+        return 2
+    problems = range_violations(ExportWindow(start, end), datetime.now(settings.zone).date())
+    if problems:
+        print("error: the range cannot be exported:\n  " + "\n  ".join(problems), file=sys.stderr)
+        return 2
+    key = _api_key()
+    observed = _ledger(settings, key).observed_bytes_per_day(source) if key else {}
+    windows = plan_windows(start, end, bytes_per_day=observed, max_payload_bytes=settings.max_payload_bytes)
+    estimates = dict(zip(ExportWindow(start, end).dates(), estimate_daily_bytes(start, end, observed), strict=True))
+    basis = f"{len(observed)} observed day(s)" if observed else "no observed sizes yet (the first export measures)"
+    print(f"{source} {start}..{end}: {len(windows)} export(s), sized from {basis}")
+    for window in windows:
+        size = sum(estimates[day] for day in window.dates())
+        print(f"  {window}  {window.days:>3} day(s)  ~{size / 1e6:,.1f} MB")
+    interval = settings.min_export_interval_seconds
+    print(f"at one export per {interval:g} s, at least {max(len(windows) - 1, 0) * interval / 60:,.0f} min of waiting")
+    return 0
+
+
+def _doctor() -> int:
+    settings = Settings.from_env()
+    print("Configuration (HATCH_* variables):")
+    for name, value in vars(settings).items():
+        print(f"  {name} = {value}")
+    key = _api_key()
+    if not key:
+        print("HATCH_API_KEY is not set: set it to your organization's Bulk Export API key.", file=sys.stderr)
+        return 1
+    organization = organization_key(key)
+    print(f"HATCH_API_KEY is set (organization ledger key {organization}).")
+    ledger = _ledger(settings, key)
+    next_slot = ledger.next_slot()
+    print(f"Rate ledger at {settings.ledger_url}: next export slot {next_slot.isoformat(timespec='seconds')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -8,6 +8,8 @@ import pytest
 
 from hatch_pipeline.sandbox.server import SandboxServer
 
+pytest_plugins = ["hatch_pipeline_tests.gcp_fixtures"]
+
 
 @pytest.fixture
 def sandbox() -> Iterator[SandboxServer]:

@@ -1,0 +1,283 @@
+"""Local stand-ins for Google Cloud Storage and BigQuery, and the clients that talk to them or to Google.
+
+`make demo` and the tests run the whole pipeline offline against two emulators installed from PyPI:
+gcp-storage-emulator (objects as plain files) and bqemulator (BigQuery on DuckDB). bqemulator resolves
+`gs://bucket/object` to `<its GCS root>/bucket/object`, so pointing that root at the storage emulator's folder lets
+BigQuery load jobs read what the pipeline wrote through the official storage client.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO
+
+import httpx
+from google.api_core.client_options import ClientOptions
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import bigquery
+from google.cloud.storage import Client as StorageClient
+
+READY_TIMEOUT_SECONDS = 60.0
+"""How long an emulator may take to answer its first request (bqemulator needs about 2 s on 2 cores)."""
+
+_POLL_INTERVAL_SECONDS = 0.05
+_STOP_TIMEOUT_SECONDS = 10.0
+_OUTPUT_TAIL_BYTES = 4000
+_DUCKDB_EXTENSIONS = ("spatial", "avro")
+
+
+class EmulatorStartError(RuntimeError):
+    """An emulator could not be started or did not answer; the message carries the tail of its output."""
+
+
+def gcs_local_root(data_dir: Path) -> Path:
+    """Where gcp-storage-emulator started with `-d data_dir` keeps bucket `b`'s objects: `<root>/b/<object>`."""
+    return data_dir / ".cloudstorage"
+
+
+@contextmanager
+def gcs_emulator(data_dir: Path, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+    """Run gcp-storage-emulator storing plain files under `data_dir`; yield its endpoint `http://host:port`.
+
+    Port 0 picks a free port. Note that this emulator ignores generation preconditions (never a 412).
+    """
+    gcs_local_root(data_dir).mkdir(parents=True, exist_ok=True)
+    if port:
+        # A gcp-storage-emulator that cannot bind keeps running without listening, and the readiness poll would
+        # then be answered by whatever already holds the port: refuse a taken port up front.
+        _require_free(host, port)
+    else:
+        port = free_port(host)
+    endpoint = f"http://{host}:{port}"
+    command = [
+        str(venv_executable("gcp-storage-emulator")),
+        "--data-dir",
+        str(data_dir),
+        "start",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--quiet",
+    ]
+    with _running("gcp-storage-emulator", command, ready_url=f"{endpoint}/storage/v1/b?project=local"):
+        yield endpoint
+
+
+@contextmanager
+def bigquery_emulator(project: str, *, gcs_data_dir: Path, home_dir: Path, host: str = "127.0.0.1") -> Iterator[str]:
+    """Run an ephemeral bqemulator for `project`, reading `gs://` URIs from `gcs_data_dir`; yield `http://host:port`.
+
+    `home_dir` becomes the emulator's HOME: its DuckDB extensions are installed there from their wheels first, so
+    it starts offline (see `install_duckdb_extensions`) and leaves the user's own ~/.duckdb alone.
+    """
+    home_dir.mkdir(parents=True, exist_ok=True)
+    install_duckdb_extensions(home_dir)
+    port = free_port(host)
+    endpoint = f"http://{host}:{port}"
+    command = [
+        str(venv_executable("bqemulator")),
+        "start",
+        "--ephemeral",
+        "--project",
+        project,
+        "--rest-host",
+        host,
+        "--rest-port",
+        str(port),
+        "--grpc-host",
+        host,
+        "--grpc-port",
+        "0",  # nothing here uses the Storage Read/Write gRPC API; the emulator picks a free port itself
+        "--log-level",
+        "warning",
+    ]
+    env = {**os.environ, "HOME": str(home_dir), "BQEMU_GCS_LOCAL_ROOT": str(gcs_local_root(gcs_data_dir))}
+    ready_url = f"{endpoint}/bigquery/v2/projects/{project}/datasets"
+    # cwd=home_dir: bqemulator also reads a .bqemu.toml from its working folder; a stray one must not change it.
+    with _running("bqemulator", command, ready_url=ready_url, env=env, cwd=home_dir):
+        yield endpoint
+
+
+def install_duckdb_extensions(home_dir: Path) -> None:
+    """Install DuckDB's spatial and avro extensions from their PyPI wheels into `home_dir/.duckdb/extensions`.
+
+    bqemulator runs `INSTALL spatial` and `INSTALL avro` at boot, and without a local copy DuckDB downloads them.
+    Offline that fails (at once, or after ~36 s where DNS hangs): without spatial the emulator exits, without avro
+    it cannot load Avro. Installing an already installed file is a no-op.
+    """
+    try:
+        import duckdb
+    except ImportError:
+        raise EmulatorStartError(
+            "duckdb is not installed; the emulators are development dependencies: run `uv sync`"
+        ) from None
+    connection = duckdb.connect(config={"extension_directory": str(home_dir / ".duckdb" / "extensions")})
+    try:
+        for name in _DUCKDB_EXTENSIONS:
+            path = _bundled_extension(name, duckdb.__version__)
+            connection.execute(f"INSTALL '{_sql_string(str(path))}'")
+    finally:
+        connection.close()
+
+
+def bigquery_client(project: str, location: str, emulator_host: str | None) -> bigquery.Client:
+    """A BigQuery client for Google (Application Default Credentials) or, given `emulator_host`, an emulator.
+
+    The client library honours BIGQUERY_EMULATOR_HOST but still asks for default credentials, which fail offline,
+    so the emulator gets anonymous credentials and its endpoint explicitly.
+    """
+    if not emulator_host:
+        return bigquery.Client(project=project, location=location)
+    return bigquery.Client(
+        project=project,
+        location=location,
+        credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
+        client_options=ClientOptions(api_endpoint=emulator_url(emulator_host)),
+    )
+
+
+def storage_client(project: str | None, emulator_host: str | None) -> StorageClient:
+    """A Cloud Storage client for Google (Application Default Credentials) or, given `emulator_host`, an emulator.
+
+    Without a project, Google's client takes the one of the default credentials; an emulator's client gets none
+    (it would otherwise look for default credentials to find one, and fail offline).
+    """
+    if not emulator_host:
+        return StorageClient() if project is None else StorageClient(project=project)
+    return StorageClient(
+        project=project,
+        credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
+        client_options=ClientOptions(api_endpoint=emulator_url(emulator_host)),
+    )
+
+
+def emulator_url(emulator_host: str) -> str:
+    """Accept `host:port` (the gcloud convention) as well as a URL; the client libraries need the scheme."""
+    url = emulator_host if "://" in emulator_host else f"http://{emulator_host}"
+    return url.rstrip("/")
+
+
+def venv_executable(name: str) -> Path:
+    """A console script of the running interpreter's environment (not whatever PATH finds first)."""
+    path = Path(sys.executable).parent / name
+    if not path.is_file():
+        raise EmulatorStartError(
+            f"{name} is not installed next to {sys.executable}; it is a development dependency: run `uv sync`"
+        )
+    return path
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nobody listens on right now: the OS's pick for port 0."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _require_free(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the emulator's HTTP server binds
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise EmulatorStartError(
+                f"port {port} on {host} is not free ({error.strerror}); stop what listens there or pass port=0"
+            ) from None
+
+
+@contextmanager
+def _running(
+    name: str, command: list[str], *, ready_url: str, env: Mapping[str, str] | None = None, cwd: Path | None = None
+) -> Iterator[None]:
+    """Run `command` until the block ends, once `ready_url` answers 200; always stop it afterwards."""
+    with tempfile.TemporaryFile() as output:
+        process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=cwd,
+            # Its own session: Ctrl-C reaches only us, and we stop the emulator in order below.
+            start_new_session=True,
+        )
+        try:
+            _wait_until_ready(name, process, ready_url, output)
+            yield
+        finally:
+            _stop(process)
+
+
+def _wait_until_ready(name: str, process: subprocess.Popen[bytes], ready_url: str, output: IO[bytes]) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+    with httpx.Client(timeout=2.0) as http:
+        while True:
+            exit_code = process.poll()
+            if exit_code is not None:
+                raise EmulatorStartError(
+                    f"{name} exited with code {exit_code} before answering {ready_url}; "
+                    f"its output ends with:\n{_tail(output)}"
+                )
+            try:
+                if http.get(ready_url).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass  # not listening yet
+            if time.monotonic() > deadline:
+                raise EmulatorStartError(
+                    f"{name} did not answer {ready_url} within {READY_TIMEOUT_SECONDS:.0f} s; "
+                    f"its output ends with:\n{_tail(output)}"
+                )
+            time.sleep(_POLL_INTERVAL_SECONDS)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=_STOP_TIMEOUT_SECONDS)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def _tail(output: IO[bytes]) -> str:
+    output.flush()
+    size = output.seek(0, os.SEEK_END)
+    output.seek(max(0, size - _OUTPUT_TAIL_BYTES))
+    return output.read().decode("utf-8", errors="replace").strip() or "(no output)"
+
+
+def _bundled_extension(name: str, duckdb_version: str) -> Path:
+    """The extension file shipped in the duckdb-extension-<name> wheel for this DuckDB version."""
+    package = f"duckdb_extension_{name}"
+    try:
+        root = importlib.resources.files(package)
+    except ModuleNotFoundError:
+        raise EmulatorStartError(
+            f"{package} is not installed; offline, bqemulator needs duckdb-extension-{name}=={duckdb_version}: "
+            "run `uv sync`"
+        ) from None
+    path = Path(str(root / "extensions" / f"v{duckdb_version}" / f"{name}.duckdb_extension"))
+    if not path.is_file():
+        raise EmulatorStartError(
+            f"{package} has no extension for DuckDB {duckdb_version} ({path} is missing); "
+            f"pin duckdb-extension-{name} to the same version as duckdb"
+        )
+    return path
+
+
+def _sql_string(value: str) -> str:
+    return value.replace("'", "''")

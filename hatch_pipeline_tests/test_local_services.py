@@ -1,0 +1,104 @@
+"""The local emulators start, serve the official clients, and stop; failures say what went wrong."""
+
+from __future__ import annotations
+
+import socket
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from google.cloud import bigquery
+from google.cloud.storage import Bucket
+
+from hatch_pipeline.local_services import (
+    EmulatorStartError,
+    _running,
+    bigquery_client,
+    bigquery_emulator,
+    emulator_url,
+    gcs_emulator,
+    gcs_local_root,
+    storage_client,
+    venv_executable,
+)
+from hatch_pipeline_tests.gcp_fixtures import LocalGcp
+
+
+@pytest.fixture
+def occupied_port() -> Iterator[int]:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        yield listener.getsockname()[1]
+
+
+def refuses_connections(endpoint: str) -> bool:
+    try:
+        httpx.get(endpoint, timeout=2.0)
+    except httpx.ConnectError:
+        return True
+    return False
+
+
+def test_objects_written_through_the_storage_client_are_plain_files(gcs_bucket: Bucket, local_gcp: LocalGcp) -> None:
+    gcs_bucket.blob("raw/contact_history/2026-03-01.zip").upload_from_string(b"PK\x03\x04 zip bytes")
+
+    stored = gcs_local_root(local_gcp.gcs_data_dir) / gcs_bucket.name / "raw/contact_history/2026-03-01.zip"
+    assert stored.read_bytes() == b"PK\x03\x04 zip bytes"
+
+
+def test_clients_accept_an_emulator_host_without_scheme(local_gcp: LocalGcp, gcs_bucket: Bucket) -> None:
+    gcs_host = local_gcp.gcs_endpoint.removeprefix("http://")
+    bigquery_host = local_gcp.bigquery_endpoint.removeprefix("http://")
+
+    blobs = storage_client(None, gcs_host).list_blobs(gcs_bucket.name)
+    rows = bigquery_client(local_gcp.project, local_gcp.location, bigquery_host).query("SELECT 6 * 7 AS answer")
+
+    assert list(blobs) == []
+    assert [row["answer"] for row in rows.result()] == [42]
+
+
+def test_emulator_url_adds_the_scheme_the_client_libraries_need() -> None:
+    assert emulator_url("127.0.0.1:9050") == "http://127.0.0.1:9050"
+    assert emulator_url("http://127.0.0.1:9050/") == "http://127.0.0.1:9050"
+
+
+def test_the_gcs_emulator_stops_when_the_block_ends(tmp_path: Path) -> None:
+    with gcs_emulator(tmp_path / "gcs") as endpoint:
+        bucket = storage_client("hatch-local", endpoint).create_bucket("lifecycle")
+        assert bucket.exists()
+    assert refuses_connections(f"{endpoint}/storage/v1/b")
+
+
+def test_the_bigquery_emulator_starts_offline_from_a_new_home_and_stops_with_the_block(tmp_path: Path) -> None:
+    home = tmp_path / "bigquery-home"
+    with bigquery_emulator("hatch-other", gcs_data_dir=tmp_path / "gcs", home_dir=home) as endpoint:
+        client = bigquery_client("hatch-other", "US", endpoint)
+        client.create_dataset(bigquery.Dataset("hatch-other.probe"))
+        assert [dataset.dataset_id for dataset in client.list_datasets()] == ["probe"]
+    assert refuses_connections(endpoint)
+
+
+def test_a_taken_port_is_refused_before_starting(tmp_path: Path, occupied_port: int) -> None:
+    with (
+        pytest.raises(EmulatorStartError, match=f"port {occupied_port} on 127.0.0.1 is not free"),
+        gcs_emulator(tmp_path / "gcs", port=occupied_port),
+    ):
+        pytest.fail("the emulator should not have started")
+
+
+def test_an_emulator_that_dies_at_startup_is_reported_with_its_output() -> None:
+    # A stand-in process: no real emulator can be made to die on demand.
+    command = [sys.executable, "-c", "import sys; print('spatial extension missing'); sys.exit(3)"]
+    with (
+        pytest.raises(EmulatorStartError, match=r"(?s)stand-in exited with code 3.*spatial extension missing"),
+        _running("stand-in", command, ready_url="http://127.0.0.1:9/never"),
+    ):
+        pytest.fail("the process should not have been reported ready")
+
+
+def test_a_missing_executable_says_how_to_install_it() -> None:
+    with pytest.raises(EmulatorStartError, match="uv sync"):
+        venv_executable("no-such-emulator")

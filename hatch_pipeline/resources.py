@@ -6,18 +6,21 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 import dagster as dg
-from google.cloud import storage
+from dagster_gcp import BigQueryResource, GCSResource
+from google.cloud import bigquery, storage
 from pydantic import Field
 
-from hatch_pipeline.export_api.client import HatchExportClient
+from hatch_pipeline.export_api.client import HatchExportClient, RetryPolicy
 from hatch_pipeline.export_api.gcs_ledger import GcsLedgerStore
 from hatch_pipeline.export_api.ledger import LedgerStore, LocalLedgerStore, RateLedger, organization_key
 from hatch_pipeline.export_api.windows import OutputFormat
+from hatch_pipeline.local_services import bigquery_client
 from hatch_pipeline.settings import DEFAULT_API_BASE_URL, Settings
+from hatch_pipeline.storage import ObjectStore
 
 _DEFAULTS: Final = Settings()
 
@@ -70,6 +73,14 @@ class HatchExportResource(dg.ConfigurableResource["HatchExportResource"]):
             "run can be retried later instead of holding a worker."
         ),
     )
+    max_attempts: int = Field(
+        default=RetryPolicy.max_attempts,
+        description="Attempts per export that may end in 5xx, timeouts or broken bodies before the step fails.",
+    )
+    retry_base_delay_seconds: float = Field(
+        default=RetryPolicy.base_delay_seconds,
+        description="First backoff delay after such a failure; it doubles per attempt, with jitter.",
+    )
 
     def ledger(self) -> RateLedger:
         """The rate ledger of this key's organization, in the configured store."""
@@ -92,6 +103,7 @@ class HatchExportResource(dg.ConfigurableResource["HatchExportResource"]):
             output_format=self.output_format,
             max_payload_bytes=self.max_payload_bytes,
             timezone=self.timezone,
+            retry=RetryPolicy(max_attempts=self.max_attempts, base_delay_seconds=self.retry_base_delay_seconds),
         ) as client:
             yield client
 
@@ -128,3 +140,48 @@ def export_resource(settings: Settings, api_key: str | dg.EnvVar) -> HatchExport
         max_payload_bytes=settings.max_payload_bytes,
         timezone=settings.timezone,
     )
+
+
+class HatchStorageResource(GCSResource):
+    """The bucket and prefix that hold raw ZIPs, Parquet and the rate ledger (dagster-gcp's GCSResource beneath)."""
+
+    bucket: str = Field(description="Bucket for raw ZIPs, Parquet files and the rate ledger (HATCH_GCS_BUCKET).")
+    prefix: str = Field(default="hatch", description="Prefix of every object inside the bucket (HATCH_GCS_PREFIX).")
+
+    def store(self) -> ObjectStore:
+        return ObjectStore(self.get_client(), self.bucket, self.prefix)
+
+
+class HatchBigQueryResource(BigQueryResource):
+    """dagster-gcp's BigQueryResource plus the dataset, and anonymous credentials against a local emulator."""
+
+    dataset: str = Field(default="hatch", description="Dataset holding one table per data source (HATCH_BQ_DATASET).")
+    emulator_host: str | None = Field(
+        default=None,
+        description="http://host:port of a BigQuery emulator (BIGQUERY_EMULATOR_HOST); unset in production.",
+    )
+
+    @contextmanager
+    def get_client(self) -> Iterator[bigquery.Client]:
+        if self.emulator_host is None:
+            with super().get_client() as client:
+                yield client
+            return
+        yield bigquery_client(self.project or "", self.location or "US", self.emulator_host)
+
+
+def pipeline_resources(settings: Settings) -> dict[str, dg.ConfigurableResource[Any]]:
+    """Every resource the assets use, from the HATCH_* settings. Required values without a default (the key, the
+    bucket, the project) stay EnvVars, so Definitions load anywhere and a run names what is missing."""
+    return {
+        "hatch_api": export_resource(settings, dg.EnvVar("HATCH_API_KEY")),
+        "hatch_storage": HatchStorageResource(
+            project=settings.bq_project, bucket=dg.EnvVar("HATCH_GCS_BUCKET"), prefix=settings.gcs_prefix
+        ),
+        "hatch_bigquery": HatchBigQueryResource(
+            project=dg.EnvVar("HATCH_BQ_PROJECT"),
+            location=settings.bq_location,
+            dataset=settings.bq_dataset,
+            emulator_host=settings.bigquery_emulator_host,
+        ),
+    }

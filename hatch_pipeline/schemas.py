@@ -7,7 +7,7 @@ like "00123" into the number 123 and lose it. Columns the vendor adds later are 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Final
@@ -63,8 +63,9 @@ CONTACT_HISTORY: Final = SourceSchema(
             "opted_out": pl.Boolean(),
             **_text("email", "phone"),
             "updated_at": TIMESTAMP,
-            # Being rolled out by the vendor: often null or absent from older exports.
-            **_text("external_contact_id", "appointment_id", "invoice_id"),
+            # external_contact_id, appointment_id and invoice_id are being rolled out by the vendor. They are
+            # left out on purpose: like any column the vendor adds, they are kept as text from the first export
+            # that carries them, and the BigQuery table gains them then (ALTER TABLE ADD COLUMN).
         }
     ),
 )
@@ -97,3 +98,14 @@ CONVERSATION_ITEMS: Final = SourceSchema(
 SCHEMAS: Final[Mapping[DataSource, SourceSchema]] = MappingProxyType(
     {schema.source: schema for schema in (CONTACT_HISTORY, CONVERSATION_ITEMS)}
 )
+
+LINEAGE_DTYPES: Final[Mapping[str, pl.DataType]] = MappingProxyType(
+    {"_export_date": pl.Date(), "_source_file": pl.String(), "_loaded_at": TIMESTAMP}
+)
+
+
+def column_dtypes(source: DataSource, columns: Sequence[str]) -> dict[str, pl.DataType]:
+    """The Parquet type of each named column: documented ones as typed above, lineage as added by the parser,
+    and every other (vendor-added) column as text."""
+    documented = SCHEMAS[source].columns
+    return {name: documented.get(name) or LINEAGE_DTYPES.get(name) or pl.String() for name in columns}

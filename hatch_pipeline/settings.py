@@ -9,11 +9,12 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import date
 from typing import TypeVar, cast
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from hatch_pipeline.export_api.windows import OUTPUT_FORMATS, OutputFormat
+from hatch_pipeline.export_api.windows import OUTPUT_FORMATS, OutputFormat, earliest_allowed_day
 
 DEFAULT_API_BASE_URL = "https://bulk-export-api.usehatchapp.com/api/v1"
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
@@ -40,6 +41,7 @@ class Settings:
     storage_emulator_host: str | None = None
     bigquery_emulator_host: str | None = None
     local_dir: str = ".hatch_local"
+    first_partition: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -75,6 +77,7 @@ class Settings:
             storage_emulator_host=get("STORAGE_EMULATOR_HOST"),
             bigquery_emulator_host=get("BIGQUERY_EMULATOR_HOST"),
             local_dir=get("HATCH_LOCAL_DIR") or defaults.local_dir,
+            first_partition=get("HATCH_FIRST_PARTITION"),
         )
         settings.validate()
         return settings
@@ -97,10 +100,23 @@ class Settings:
             raise SettingsError("HATCH_MAX_EXPORTS_PER_DAY must be at least 1")
         if self.max_payload_bytes < 1:
             raise SettingsError("HATCH_MAX_PAYLOAD_BYTES must be at least 1")
+        if self.first_partition is not None:
+            try:
+                date.fromisoformat(self.first_partition)
+            except ValueError:
+                raise SettingsError(
+                    f"HATCH_FIRST_PARTITION={self.first_partition!r} is not a date; use YYYY-MM-DD"
+                ) from None
 
     @property
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
+
+    def first_partition_day(self, today: date) -> date:
+        """The first daily partition: HATCH_FIRST_PARTITION, else the oldest day the API still serves."""
+        if self.first_partition is not None:
+            return date.fromisoformat(self.first_partition)
+        return earliest_allowed_day(today)
 
     @property
     def ledger_url(self) -> str:

@@ -236,10 +236,7 @@ def test_a_documented_column_missing_from_the_file_is_present_and_null(tmp_path:
         schema = pl.read_parquet_schema(day.path)
         assert list(schema)[: len(SCHEMAS["contact_history"].columns)] == list(SCHEMAS["contact_history"].columns)
         assert schema["sales_value"] == pl.Float64
-        assert schema["external_contact_id"] == pl.String
-    frame = read_all(parsed)
-    assert frame["sales_value"].null_count() == 2
-    assert frame["invoice_id"].null_count() == 2
+    assert read_all(parsed)["sales_value"].null_count() == 2
 
 
 @pytest.mark.parametrize(

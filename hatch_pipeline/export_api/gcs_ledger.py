@@ -95,4 +95,7 @@ class GcsLedgerStore:
         except NotFound:
             return LedgerState(), 0
         # download_as_bytes takes the generation from the same response, so state and generation always match.
-        return LedgerState.from_json(data, f"gs://{self.bucket}/{name}"), int(blob.generation)
+        # gcp-storage-emulator sends none with the media (and ignores preconditions): ask for the metadata then.
+        if blob.generation is None:
+            blob.reload()
+        return LedgerState.from_json(data, f"gs://{self.bucket}/{name}"), int(blob.generation or 0)

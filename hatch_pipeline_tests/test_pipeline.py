@@ -1,0 +1,303 @@
+"""The whole pipeline, as a user runs it: the six assets materialized by Dagster against the sandbox API, the GCS
+emulator and the BigQuery emulator, over real connections with the official clients."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+import zipfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+
+import dagster as dg
+import polars as pl
+import pytest
+from google.cloud import bigquery
+from google.cloud.storage import Client as StorageClient
+
+from hatch_pipeline.assets import bigquery_key, build_source_assets, parquet_key, raw_key
+from hatch_pipeline.automation import daily_partitions
+from hatch_pipeline.export_api.windows import DataSource, OutputFormat
+from hatch_pipeline.local_services import bigquery_client
+from hatch_pipeline.resources import HatchBigQueryResource, HatchExportResource, HatchStorageResource
+from hatch_pipeline.sandbox.data import DEFAULT_API_KEY
+from hatch_pipeline.sandbox.server import Fault, SandboxServer
+from hatch_pipeline.settings import Settings
+from hatch_pipeline_tests.gcp_fixtures import LocalGcp
+
+ROWS_PER_DAY = 12
+YESTERDAY = datetime.now(UTC).date() - timedelta(days=1)
+SOURCES: tuple[DataSource, ...] = ("contact_history", "conversation_items")
+
+
+@dataclass
+class Pipeline:
+    """One isolated installation: its own bucket, dataset and sandbox, and the assets wired to them."""
+
+    sandbox: SandboxServer
+    local_gcp: LocalGcp
+    bucket: str
+    dataset: str
+    output_format: OutputFormat = "json"
+
+    def resources(self) -> dict[str, object]:
+        return {
+            "hatch_api": HatchExportResource(
+                api_key=DEFAULT_API_KEY,
+                base_url=self.sandbox.base_url,
+                ledger_url=f"gs://{self.bucket}/hatch",
+                output_format=self.output_format,
+                min_export_interval_seconds=0.01,
+                max_attempts=2,
+                retry_base_delay_seconds=0.01,
+                max_payload_bytes=self.sandbox.config.max_payload_bytes,
+            ),
+            "hatch_storage": HatchStorageResource(project=self.local_gcp.project, bucket=self.bucket),
+            "hatch_bigquery": HatchBigQueryResource(
+                project=self.local_gcp.project,
+                location=self.local_gcp.location,
+                dataset=self.dataset,
+                emulator_host=self.local_gcp.bigquery_endpoint,
+            ),
+        }
+
+    def materialize(
+        self, start: date, end: date, keys: Sequence[dg.AssetKey] | None = None, *, raise_on_error: bool = True
+    ) -> dg.ExecuteInProcessResult:
+        partitions = daily_partitions(Settings())
+        assets = [asset for source in SOURCES for asset in build_source_assets(source, partitions)]
+        return dg.materialize(
+            assets,
+            selection=keys,
+            resources=self.resources(),
+            tags={
+                "dagster/asset_partition_range_start": start.isoformat(),
+                "dagster/asset_partition_range_end": end.isoformat(),
+            },
+            raise_on_error=raise_on_error,
+        )
+
+    def exports(self) -> list[tuple[str | None, str | None, str | None, int]]:
+        """What the vendor saw: (source, start, end, status) per export request."""
+        return [
+            (record.data_source, record.start_date, record.end_date, record.status)
+            for record in self.sandbox.access_log
+        ]
+
+    def table(self, source: DataSource) -> pl.DataFrame:
+        client = bigquery_client(self.local_gcp.project, self.local_gcp.location, self.local_gcp.bigquery_endpoint)
+        natural_id = "contact_history_id" if source == "contact_history" else "id"
+        query = f"SELECT * FROM `{self.local_gcp.project}.{self.dataset}.{source}` ORDER BY {natural_id}"
+        frame = pl.from_arrow(client.query(query).to_arrow(create_bqstorage_client=False))
+        assert isinstance(frame, pl.DataFrame)
+        return frame
+
+
+def keys_of(*stages: str, sources: Sequence[DataSource] = SOURCES) -> list[dg.AssetKey]:
+    """The asset keys of `stages` (all three when none are named) of `sources`."""
+    makers = {"raw": raw_key, "parquet": parquet_key, "bigquery": bigquery_key}
+    return [makers[stage](source) for stage in stages or makers for source in sources]
+
+
+def without_load_time(frame: pl.DataFrame) -> pl.DataFrame:
+    return frame.drop("_loaded_at")
+
+
+@pytest.fixture
+def pipeline(gcp_emulator_env: LocalGcp, gcs_client: StorageClient, bq_client: bigquery.Client) -> Iterator[Pipeline]:
+    bucket = gcs_client.create_bucket(f"hatch-{uuid.uuid4().hex[:12]}").name
+    dataset = f"hatch_{uuid.uuid4().hex[:12]}"
+    with SandboxServer() as sandbox:
+        sandbox.config = dataclasses.replace(sandbox.config, rows_per_day=ROWS_PER_DAY)
+        yield Pipeline(sandbox, gcp_emulator_env, bucket, dataset)
+    bq_client.delete_dataset(f"{gcp_emulator_env.project}.{dataset}", delete_contents=True, not_found_ok=True)
+
+
+def test_one_day_lands_in_bigquery_with_reconciled_counts(pipeline: Pipeline) -> None:
+    result = pipeline.materialize(YESTERDAY, YESTERDAY)
+
+    for source in SOURCES:
+        table = pipeline.table(source)
+        assert table.height == ROWS_PER_DAY
+        assert table["_export_date"].unique().to_list() == [YESTERDAY]
+        assert table["_source_file"].str.starts_with(f"gs://{pipeline.bucket}/hatch/raw/{source}/").all()
+        checks = result.get_asset_check_evaluations()
+        assert {(check.asset_key, check.passed) for check in checks} == {(bigquery_key(s), True) for s in SOURCES}
+        materialization = result.asset_materializations_for_node(f"hatch__bigquery__{source}")[0]
+        assert materialization.metadata["rows"] == dg.IntMetadataValue(ROWS_PER_DAY)
+    assert sorted(pipeline.exports()) == [
+        (source, YESTERDAY.isoformat(), YESTERDAY.isoformat(), 200) for source in SOURCES
+    ]
+
+
+def test_a_30_day_backfill_of_both_sources_takes_two_exports(pipeline: Pipeline) -> None:
+    start = YESTERDAY - timedelta(days=29)
+
+    pipeline.materialize(start, YESTERDAY)
+
+    assert sorted(pipeline.exports()) == [(source, start.isoformat(), YESTERDAY.isoformat(), 200) for source in SOURCES]
+    for source in SOURCES:
+        table = pipeline.table(source)
+        assert table.height == 30 * ROWS_PER_DAY
+        assert table.group_by("_export_date").len()["len"].to_list() == [ROWS_PER_DAY] * 30
+
+
+def test_re_running_any_stage_leaves_identical_tables_and_only_raw_calls_the_api(pipeline: Pipeline) -> None:
+    start = YESTERDAY - timedelta(days=4)
+    pipeline.materialize(start, YESTERDAY)
+    first = {source: without_load_time(pipeline.table(source)) for source in SOURCES}
+    exports_after_first_run = len(pipeline.exports())
+
+    pipeline.materialize(start, YESTERDAY, keys_of("parquet", "bigquery"))
+    assert len(pipeline.exports()) == exports_after_first_run, "Parquet and BigQuery must not call the API"
+    pipeline.materialize(YESTERDAY - timedelta(days=2), YESTERDAY - timedelta(days=1), keys_of("bigquery"))
+    assert len(pipeline.exports()) == exports_after_first_run
+    pipeline.materialize(start, YESTERDAY)
+
+    for source in SOURCES:
+        again = without_load_time(pipeline.table(source))
+        assert again.equals(first[source])
+        natural_id = "contact_history_id" if source == "contact_history" else "id"
+        assert again[natural_id].n_unique() == again.height
+
+
+def test_csv_and_json_exports_give_identical_tables(pipeline: Pipeline, bq_client: bigquery.Client) -> None:
+    start = YESTERDAY - timedelta(days=2)
+    pipeline.materialize(start, YESTERDAY)
+    from_json = {source: pipeline.table(source) for source in SOURCES}
+
+    pipeline.dataset = f"hatch_{uuid.uuid4().hex[:12]}"
+    pipeline.output_format = "csv"
+    pipeline.materialize(start, YESTERDAY)
+
+    for source in SOURCES:
+        from_csv = pipeline.table(source)
+        assert from_csv["_source_file"].str.ends_with(".zip").all()
+        assert from_csv.drop("_loaded_at", "_source_file").equals(from_json[source].drop("_loaded_at", "_source_file"))
+    bq_client.delete_dataset(
+        f"{pipeline.local_gcp.project}.{pipeline.dataset}", delete_contents=True, not_found_ok=True
+    )
+
+
+def test_columns_the_vendor_adds_are_added_to_the_table(pipeline: Pipeline) -> None:
+    start = YESTERDAY - timedelta(days=5)
+    pipeline.sandbox.config = dataclasses.replace(
+        pipeline.sandbox.config, new_columns_from=YESTERDAY - timedelta(days=1)
+    )
+    pipeline.materialize(start, YESTERDAY - timedelta(days=2), keys_of(sources=["contact_history"]))
+    assert "invoice_id" not in pipeline.table("contact_history").columns
+
+    pipeline.materialize(YESTERDAY - timedelta(days=1), YESTERDAY, keys_of(sources=["contact_history"]))
+
+    table = pipeline.table("contact_history")
+    assert {"external_contact_id", "appointment_id", "invoice_id"} <= set(table.columns)
+    assert table.height == 6 * ROWS_PER_DAY
+    older = table.filter(pl.col("_export_date") < YESTERDAY - timedelta(days=1))
+    assert older["appointment_id"].null_count() == older.height
+
+
+def test_a_range_mixing_old_and_new_columns_loads_in_one_run(pipeline: Pipeline) -> None:
+    start = YESTERDAY - timedelta(days=3)
+    pipeline.sandbox.config = dataclasses.replace(pipeline.sandbox.config, new_columns_from=YESTERDAY)
+    pipeline.materialize(start, YESTERDAY - timedelta(days=1), keys_of("raw", sources=["contact_history"]))
+    pipeline.materialize(YESTERDAY, YESTERDAY, keys_of("raw", sources=["contact_history"]))
+
+    pipeline.materialize(start, YESTERDAY, keys_of("parquet", "bigquery", sources=["contact_history"]))
+
+    table = pipeline.table("contact_history")
+    assert table.height == 4 * ROWS_PER_DAY
+    assert "invoice_id" in table.columns
+
+
+def test_an_empty_day_gives_zero_rows_and_a_green_run(pipeline: Pipeline) -> None:
+    pipeline.materialize(YESTERDAY - timedelta(days=1), YESTERDAY)
+    pipeline.sandbox.config = dataclasses.replace(pipeline.sandbox.config, empty_days=frozenset({YESTERDAY}))
+
+    result = pipeline.materialize(YESTERDAY, YESTERDAY)
+
+    assert result.success
+    assert (("contact_history", YESTERDAY.isoformat(), YESTERDAY.isoformat(), 204)) in pipeline.exports()
+    for source in SOURCES:
+        table = pipeline.table(source)
+        assert table["_export_date"].to_list() == [YESTERDAY - timedelta(days=1)] * ROWS_PER_DAY
+
+
+def test_a_413_inside_a_range_is_split_and_every_row_lands(pipeline: Pipeline) -> None:
+    start = YESTERDAY - timedelta(days=7)
+    one_day_bytes = _uncompressed_bytes_of_one_day(pipeline)
+    pipeline.sandbox.config = dataclasses.replace(pipeline.sandbox.config, max_payload_bytes=one_day_bytes * 5)
+
+    result = pipeline.materialize(start, YESTERDAY, keys_of("raw", "parquet", "bigquery", sources=["contact_history"]))
+
+    statuses = [status for *_, status in pipeline.exports()]
+    assert statuses[0] == 413 and statuses.count(200) >= 2
+    raw = result.asset_materializations_for_node("hatch__raw__contact_history")[0]
+    assert raw.metadata["splits_after_413"] == dg.IntMetadataValue(1)
+    table = pipeline.table("contact_history")
+    assert table.height == 8 * ROWS_PER_DAY
+    assert table["contact_history_id"].n_unique() == table.height
+
+
+def test_a_run_that_fails_half_way_is_re_run_without_loss_or_duplicates(
+    pipeline: Pipeline, gcs_client: StorageClient
+) -> None:
+    start = YESTERDAY - timedelta(days=3)
+    keys = keys_of(sources=["contact_history"])
+    # The range is too large for one export (413); its first half lands, then the vendor keeps failing.
+    pipeline.sandbox.config = dataclasses.replace(
+        pipeline.sandbox.config, max_payload_bytes=_uncompressed_bytes_of_one_day(pipeline) * 3
+    )
+    pipeline.sandbox.inject(Fault(slow=0.001), Fault(slow=0.001), Fault(status=500), Fault(status=500))
+
+    failed = pipeline.materialize(start, YESTERDAY, keys, raise_on_error=False)
+
+    assert not failed.success
+    assert [status for *_, status in pipeline.exports()] == [413, 200, 500, 500]
+    stored = [blob.name for blob in gcs_client.list_blobs(pipeline.bucket, prefix="hatch/raw/contact_history/")]
+    assert any(name.endswith(".zip") for name in stored), "what was exported before the failure is kept"
+    pipeline.materialize(start, YESTERDAY, keys)
+    table = pipeline.table("contact_history")
+    assert table.height == 4 * ROWS_PER_DAY
+    assert table["contact_history_id"].n_unique() == table.height
+
+
+def test_a_corrupt_stored_zip_fails_clearly_and_loads_nothing(pipeline: Pipeline, gcs_client: StorageClient) -> None:
+    keys = keys_of("raw", "parquet", "bigquery", sources=["contact_history"])
+    pipeline.materialize(YESTERDAY, YESTERDAY, keys)
+    before = pipeline.table("contact_history")
+    [stored] = [
+        blob
+        for blob in gcs_client.list_blobs(pipeline.bucket, prefix="hatch/raw/contact_history/")
+        if blob.name.endswith(".zip")
+    ]
+    stored.upload_from_string(b"PK\x03\x04 not really a zip")
+
+    result = pipeline.materialize(YESTERDAY, YESTERDAY, keys[1:], raise_on_error=False)
+
+    assert not result.success
+    [failure] = [event for event in result.all_events if event.is_step_failure]
+    message = str(failure.step_failure_data.error)
+    assert stored.name.rsplit("/", 1)[-1] in message
+    assert pipeline.table("contact_history").equals(before)
+
+
+def _uncompressed_bytes_of_one_day(pipeline: Pipeline) -> int:
+    """Ask the sandbox for one day and measure it, without counting the request against the test."""
+    import httpx
+
+    response = httpx.get(
+        f"{pipeline.sandbox.base_url}/export-data",
+        params={
+            "data_source": "contact_history",
+            "start_date": YESTERDAY.isoformat(),
+            "end_date": YESTERDAY.isoformat(),
+        },
+        headers={"Authorization": f"Bearer {DEFAULT_API_KEY}"},
+    )
+    import io
+
+    with zipfile.ZipFile(io.BytesIO(response.content)) as archive:
+        size = archive.infolist()[0].file_size
+    pipeline.sandbox.clear_access_log()
+    return size

@@ -29,6 +29,7 @@ from hatch_pipeline_tests.gcp_fixtures import LocalGcp
 ROWS_PER_DAY = 12
 YESTERDAY = datetime.now(UTC).date() - timedelta(days=1)
 SOURCES: tuple[DataSource, ...] = ("contact_history", "conversation_items")
+DEFAULT_SETTINGS = Settings()
 
 
 @dataclass
@@ -63,9 +64,15 @@ class Pipeline:
         }
 
     def materialize(
-        self, start: date, end: date, keys: Sequence[dg.AssetKey] | None = None, *, raise_on_error: bool = True
+        self,
+        start: date,
+        end: date,
+        keys: Sequence[dg.AssetKey] | None = None,
+        *,
+        raise_on_error: bool = True,
+        settings: Settings = DEFAULT_SETTINGS,
     ) -> dg.ExecuteInProcessResult:
-        partitions = daily_partitions(Settings())
+        partitions = daily_partitions(settings)
         assets = [asset for source in SOURCES for asset in build_source_assets(source, partitions)]
         return dg.materialize(
             assets,
@@ -301,3 +308,15 @@ def _uncompressed_bytes_of_one_day(pipeline: Pipeline) -> int:
         size = archive.infolist()[0].file_size
     pipeline.sandbox.clear_access_log()
     return size
+
+
+def test_days_the_api_no_longer_serves_fail_before_any_export(pipeline: Pipeline) -> None:
+    start = YESTERDAY - timedelta(days=200)
+    settings = Settings(first_partition=start.isoformat())
+
+    result = pipeline.materialize(start, start + timedelta(days=9), raise_on_error=False, settings=settings)
+
+    assert not result.success
+    failures = [str(event.step_failure_data.error) for event in result.all_events if event.is_step_failure]
+    assert failures and all("more than 180 days back" in failure for failure in failures)
+    assert pipeline.exports() == []

@@ -156,7 +156,7 @@ def build_source_assets(
                 client=client,
                 spec=spec,
                 location=hatch_bigquery.location or "US",
-                run_id=context.run_id,
+                run_id=context.run.run_id,
             )
         return dg.MaterializeResult(
             metadata={

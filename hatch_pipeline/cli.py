@@ -99,8 +99,8 @@ def _plan(source: str, start: date, end: date) -> int:
     basis = f"{len(observed)} observed day(s)" if observed else "no observed sizes yet (the first export measures)"
     print(f"{source} {start}..{end}: {len(windows)} export(s), sized from {basis}")
     for window in windows:
-        size = sum(estimates[day] for day in window.dates())
-        print(f"  {window}  {window.days:>3} day(s)  ~{size / 1e6:,.1f} MB")
+        size = f"~{sum(estimates[day] for day in window.dates()) / 1e6:,.1f} MB" if observed else "size unknown"
+        print(f"  {window}  {window.days:>3} day(s)  {size}")
     interval = settings.min_export_interval_seconds
     print(f"at one export per {interval:g} s, at least {max(len(windows) - 1, 0) * interval / 60:,.0f} min of waiting")
     return 0

@@ -5,7 +5,7 @@ whose raw step spends as few exports as the limits allow. The assets only wire t
 Dagster's resources and report what happened as metadata.
 """
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Final
 from zoneinfo import ZoneInfo
 
@@ -23,6 +23,8 @@ API_POOL: Final = "hatch_export_api"
 
 GROUP: Final = "hatch"
 OWNERS: Final = ["team:data-engineering"]
+FRESH_BY_HOUR: Final = 9
+"""Hour (HATCH_TIMEZONE) by which each table should hold yesterday; the daily schedule runs at 06:00."""
 
 
 def raw_key(source: DataSource) -> dg.AssetKey:
@@ -139,6 +141,12 @@ def build_source_assets(
             f"{source}_latest keeps the newest row per {SCHEMAS[source].natural_id}."
         ),
         check_specs=[dg.AssetCheckSpec(ROWS_MATCH_PARQUET, asset=bigquery_key(source))],
+        # The daily run starts at 06:00; by 09:00 yesterday's rows should be in the table, else the UI says so.
+        freshness_policy=dg.FreshnessPolicy.cron(
+            deadline_cron=f"0 {FRESH_BY_HOUR} * * *",
+            lower_bound_delta=timedelta(hours=24),
+            timezone=partitions_def.timezone or "UTC",
+        ),
         group_name=GROUP,
         partitions_def=partitions_def,
         backfill_policy=dg.BackfillPolicy.single_run(),

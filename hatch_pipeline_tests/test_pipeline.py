@@ -18,6 +18,7 @@ from google.cloud.storage import Client as StorageClient
 
 from hatch_pipeline.assets import bigquery_key, build_source_assets, parquet_key, raw_key
 from hatch_pipeline.automation import daily_partitions
+from hatch_pipeline.export_api.ledger import organization_key
 from hatch_pipeline.export_api.windows import DataSource, OutputFormat
 from hatch_pipeline.local_services import bigquery_client
 from hatch_pipeline.resources import HatchBigQueryResource, HatchExportResource, HatchStorageResource
@@ -136,6 +137,17 @@ def test_one_day_lands_in_bigquery_with_reconciled_counts(pipeline: Pipeline) ->
     assert sorted(pipeline.exports()) == [
         (source, YESTERDAY.isoformat(), YESTERDAY.isoformat(), 200) for source in SOURCES
     ]
+
+
+def test_the_api_key_appears_in_no_stored_object_log_or_metadata(pipeline: Pipeline, gcs_client: StorageClient) -> None:
+    result = pipeline.materialize(YESTERDAY, YESTERDAY)
+
+    stored = list(gcs_client.list_blobs(pipeline.bucket))
+    assert any(blob.name.endswith("ledger/" + organization_key(DEFAULT_API_KEY) + ".json") for blob in stored)
+    for blob in stored:
+        assert DEFAULT_API_KEY.encode() not in blob.download_as_bytes(), blob.name
+    for event in result.all_events:
+        assert DEFAULT_API_KEY not in str(event), event.event_type_value
 
 
 def test_a_30_day_backfill_of_both_sources_takes_two_exports(pipeline: Pipeline) -> None:

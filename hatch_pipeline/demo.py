@@ -74,7 +74,7 @@ def run_demo(*, ui_port: int, days: int, serve_ui: bool) -> int:
         for name in ("HATCH_FIRST_PARTITION", "HATCH_GCS_PREFIX", "HATCH_BQ_DATASET", "HATCH_OUTPUT_FORMAT"):
             env.pop(name, None)
         print(f"Materializing group hatch for {first}..{yesterday} as one range run ...", flush=True)
-        materialized = subprocess.run(_materialize_command(first, yesterday), env=env, cwd=PROJECT_ROOT, check=False)
+        materialized = subprocess.run(_materialize_command(first, yesterday), env=env, cwd=dagster_home, check=False)
         if materialized.returncode != 0:
             print("The demo run failed; its logs are above.", file=sys.stderr)
             return materialized.returncode
@@ -84,7 +84,7 @@ def run_demo(*, ui_port: int, days: int, serve_ui: bool) -> int:
         print(f"\nDagster UI: http://127.0.0.1:{ui_port} (Ctrl-C stops the demo)", flush=True)
         command = [str(venv_executable("dagster")), "dev", "-m", "hatch_pipeline.definitions"]
         try:
-            return subprocess.call([*command, "-h", "127.0.0.1", "-p", str(ui_port)], env=env, cwd=PROJECT_ROOT)
+            return subprocess.call([*command, "-h", "127.0.0.1", "-p", str(ui_port)], env=env, cwd=dagster_home)
         except KeyboardInterrupt:
             return 0
 

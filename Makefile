@@ -3,7 +3,7 @@ SHELL := /bin/bash
 UV := $(or $(shell command -v uv 2>/dev/null),$(CURDIR)/.tools/bin/uv)
 RUN := $(UV) run --frozen
 
-.PHONY: install demo test lint typecheck unit validate
+.PHONY: install demo test lint typecheck unit validate bench
 
 $(CURDIR)/.tools/bin/uv:
 	python3 -m venv .tools
@@ -31,3 +31,8 @@ validate:
 
 unit:
 	$(RUN) pytest
+
+## Reproducible measurements against baselines run beside them (ratios, never asserts); about 75 s.
+bench: install
+	$(RUN) python -m benchmarks.parse_memory
+	$(RUN) python -m benchmarks.backfill_exports

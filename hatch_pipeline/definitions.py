@@ -15,7 +15,11 @@ partitions = daily_partitions(settings)
 job = daily_job(partitions)
 
 defs = dg.Definitions(
-    assets=[asset for source in DATA_SOURCES for asset in build_source_assets(source, partitions)],
+    assets=[
+        asset
+        for source in DATA_SOURCES
+        for asset in build_source_assets(source, partitions, date_column=settings.date_column(source))
+    ],
     jobs=[job],
     schedules=[daily_schedule(job)],
     resources=pipeline_resources(settings),

@@ -14,7 +14,14 @@ from typing import TypeVar, cast
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from hatch_pipeline.export_api.windows import OUTPUT_FORMATS, OutputFormat, earliest_allowed_day
+from hatch_pipeline.export_api.windows import (
+    DATA_SOURCES,
+    OUTPUT_FORMATS,
+    DataSource,
+    OutputFormat,
+    earliest_allowed_day,
+)
+from hatch_pipeline.schemas import SCHEMAS
 
 DEFAULT_API_BASE_URL = "https://bulk-export-api.usehatchapp.com/api/v1"
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
@@ -42,6 +49,8 @@ class Settings:
     bigquery_emulator_host: str | None = None
     local_dir: str = ".hatch_local"
     first_partition: str | None = None
+    contact_history_date_column: str | None = None
+    conversation_items_date_column: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -78,6 +87,8 @@ class Settings:
             bigquery_emulator_host=get("BIGQUERY_EMULATOR_HOST"),
             local_dir=get("HATCH_LOCAL_DIR") or defaults.local_dir,
             first_partition=get("HATCH_FIRST_PARTITION"),
+            contact_history_date_column=get("HATCH_CONTACT_HISTORY_DATE_COLUMN"),
+            conversation_items_date_column=get("HATCH_CONVERSATION_ITEMS_DATE_COLUMN"),
         )
         settings.validate()
         return settings
@@ -100,6 +111,13 @@ class Settings:
             raise SettingsError("HATCH_MAX_EXPORTS_PER_DAY must be at least 1")
         if self.max_payload_bytes < 1:
             raise SettingsError("HATCH_MAX_PAYLOAD_BYTES must be at least 1")
+        for source in DATA_SOURCES:
+            allowed = SCHEMAS[source].timestamp_columns
+            if self.date_column(source) not in allowed:
+                raise SettingsError(
+                    f"HATCH_{source.upper()}_DATE_COLUMN={self.date_column(source)!r} is not a timestamp column of "
+                    f"{source}; use one of {', '.join(allowed)}"
+                )
         if self.first_partition is not None:
             try:
                 date.fromisoformat(self.first_partition)
@@ -111,6 +129,11 @@ class Settings:
     @property
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
+
+    def date_column(self, source: DataSource) -> str:
+        """The timestamp that assigns a source's rows to days: HATCH_<SOURCE>_DATE_COLUMN, else the default."""
+        chosen = getattr(self, f"{source}_date_column")
+        return chosen if isinstance(chosen, str) else SCHEMAS[source].date_column
 
     def first_partition_day(self, today: date) -> date:
         """The first daily partition: HATCH_FIRST_PARTITION, else the oldest day the API still serves."""

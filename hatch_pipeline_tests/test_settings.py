@@ -41,6 +41,13 @@ def test_values_are_read_and_typed() -> None:
     assert settings.gcs_prefix == "vendors/hatch"
 
 
+def test_each_source_can_assign_rows_to_days_by_another_timestamp() -> None:
+    settings = Settings.from_env({"HATCH_CONVERSATION_ITEMS_DATE_COLUMN": "updated_at"})
+
+    assert settings.date_column("conversation_items") == "updated_at"
+    assert settings.date_column("contact_history") == "updated_at"
+
+
 @pytest.mark.parametrize(
     ("variable", "value", "expected"),
     [
@@ -50,6 +57,13 @@ def test_values_are_read_and_typed() -> None:
         ("HATCH_TIMEZONE", "Mars/Olympus", "is not an IANA time zone"),
         ("HATCH_API_BASE_URL", "http://api.example.com/v1", "must use https unless the host is loopback"),
         ("HATCH_API_BASE_URL", "ftp://example.com", "is not an http(s) URL"),
+        ("HATCH_FIRST_PARTITION", "June", "HATCH_FIRST_PARTITION='June' is not a date; use YYYY-MM-DD"),
+        (
+            "HATCH_CONVERSATION_ITEMS_DATE_COLUMN",
+            "body",
+            "HATCH_CONVERSATION_ITEMS_DATE_COLUMN='body' is not a timestamp column of conversation_items; "
+            "use one of created_at, updated_at",
+        ),
     ],
 )
 def test_bad_values_name_the_variable_and_the_fix(variable: str, value: str, expected: str) -> None:

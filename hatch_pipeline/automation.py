@@ -22,11 +22,10 @@ def daily_partitions(settings: Settings) -> dg.DailyPartitionsDefinition:
     )
 
 
-def daily_job(partitions_def: dg.DailyPartitionsDefinition) -> dg.UnresolvedAssetJobDefinition:
+def daily_job() -> dg.UnresolvedAssetJobDefinition:
     return dg.define_asset_job(
         "hatch_daily",
         selection=dg.AssetSelection.groups(GROUP),
-        partitions_def=partitions_def,
         description="Every hatch asset of one day (or a range): export, Parquet, BigQuery.",
     )
 

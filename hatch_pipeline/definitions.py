@@ -12,7 +12,7 @@ from hatch_pipeline.settings import Settings
 
 settings = Settings.from_env()
 partitions = daily_partitions(settings)
-job = daily_job(partitions)
+job = daily_job()
 
 defs = dg.Definitions(
     assets=[

@@ -11,15 +11,15 @@ import pytest
 from google.api_core.exceptions import PreconditionFailed
 
 from hatch_pipeline.export_api.gcs_ledger import GcsLedgerStore, LedgerContended
-from hatch_pipeline.export_api.ledger import LedgerState, RateLedger, organization_key
+from hatch_pipeline.export_api.ledger import LedgerState, organization_key
 from hatch_pipeline.export_api.windows import ExportWindow
 from hatch_pipeline_tests.export_api.test_ledger import (
     DAY,
     MINUTE,
     ORG,
     T0,
-    FakeClock,
     assert_no_reservation_lost,
+    fake_time_ledger,
     reserve_from_processes,
 )
 from hatch_pipeline_tests.fake_gcs import emulator_client, fake_gcs_server
@@ -94,16 +94,7 @@ def test_processes_with_their_own_clients_never_break_the_limits(gcs_endpoint: s
 
 def test_the_stored_object_holds_the_key_hash_never_the_key(gcs_endpoint: str, bucket: str) -> None:
     api_key = "hk_live_very_secret_key"
-    clock = FakeClock(T0)
-    ledger = RateLedger(
-        gcs_store(gcs_endpoint, bucket),
-        organization=organization_key(api_key),
-        min_interval=5 * MINUTE,
-        max_per_day=100,
-        max_wait=DAY,
-        clock=clock,
-        sleep=clock.sleep,
-    )
+    ledger, _ = fake_time_ledger(gcs_store(gcs_endpoint, bucket), organization=organization_key(api_key))
     ledger.reserve()
     ledger.record_bytes("contact_history", ExportWindow(date(2026, 11, 1), date(2026, 11, 2)), 10)
     blobs = list(emulator_client(gcs_endpoint).list_blobs(bucket))
@@ -133,16 +124,7 @@ def test_an_empty_prefix_puts_the_ledger_at_the_bucket_root(gcs_endpoint: str, b
 
 
 def test_slots_older_than_a_day_do_not_accumulate(gcs_endpoint: str, bucket: str) -> None:
-    clock = FakeClock(T0)
-    ledger = RateLedger(
-        gcs_store(gcs_endpoint, bucket),
-        organization=ORG,
-        min_interval=5 * MINUTE,
-        max_per_day=100,
-        max_wait=DAY,
-        clock=clock,
-        sleep=clock.sleep,
-    )
+    ledger, clock = fake_time_ledger(gcs_store(gcs_endpoint, bucket))
     ledger.reserve()
     clock.now += timedelta(hours=25)
     ledger.reserve()

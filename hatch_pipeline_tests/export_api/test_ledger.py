@@ -58,12 +58,18 @@ class FakeClock:
 
 
 def fake_time_ledger(
-    folder: Path, *, min_interval: timedelta = 5 * MINUTE, max_per_day: int = 100, max_wait: timedelta = DAY
+    where: Path | LedgerStore,
+    *,
+    organization: str = ORG,
+    min_interval: timedelta = 5 * MINUTE,
+    max_per_day: int = 100,
+    max_wait: timedelta = DAY,
 ) -> tuple[RateLedger, FakeClock]:
+    """A ledger on a local folder (or any store) whose clock only moves when it sleeps."""
     clock = FakeClock(T0)
     ledger = RateLedger(
-        LocalLedgerStore(folder),
-        organization=ORG,
+        LocalLedgerStore(where) if isinstance(where, Path) else where,
+        organization=organization,
         min_interval=min_interval,
         max_per_day=max_per_day,
         max_wait=max_wait,
@@ -260,16 +266,7 @@ def test_observed_bytes_are_spread_over_the_window_and_the_newest_wins(tmp_path:
 
 def test_the_ledger_file_is_named_by_the_key_hash_and_never_holds_the_key(tmp_path: Path) -> None:
     api_key = "hk_live_very_secret_key"
-    clock = FakeClock(T0)
-    ledger = RateLedger(
-        LocalLedgerStore(tmp_path),
-        organization=organization_key(api_key),
-        min_interval=MINUTE,
-        max_per_day=5,
-        max_wait=DAY,
-        clock=clock,
-        sleep=clock.sleep,
-    )
+    ledger, _ = fake_time_ledger(tmp_path, organization=organization_key(api_key))
     ledger.reserve()
     ledger.record_bytes("contact_history", ExportWindow(date(2026, 11, 1), date(2026, 11, 1)), 10)
     files = sorted(path.name for path in tmp_path.iterdir())

@@ -69,7 +69,7 @@ def gcs_emulator(data_dir: Path, host: str = "127.0.0.1", port: int = 0) -> Iter
         str(port),
         "--quiet",
     ]
-    with _running("gcp-storage-emulator", command, ready_url=f"{endpoint}/storage/v1/b?project=local"):
+    with running_service("gcp-storage-emulator", command, ready_url=f"{endpoint}/storage/v1/b?project=local"):
         yield endpoint
 
 
@@ -104,7 +104,7 @@ def bigquery_emulator(project: str, *, gcs_data_dir: Path, home_dir: Path, host:
     env = {**os.environ, "HOME": str(home_dir), "BQEMU_GCS_LOCAL_ROOT": str(gcs_local_root(gcs_data_dir))}
     ready_url = f"{endpoint}/bigquery/v2/projects/{project}/datasets"
     # cwd=home_dir: bqemulator also reads a .bqemu.toml from its working folder; a stray one must not change it.
-    with _running("bqemulator", command, ready_url=ready_url, env=env, cwd=home_dir):
+    with running_service("bqemulator", command, ready_url=ready_url, env=env, cwd=home_dir):
         yield endpoint
 
 
@@ -197,7 +197,7 @@ def _require_free(host: str, port: int) -> None:
 
 
 @contextmanager
-def _running(
+def running_service(
     name: str, command: list[str], *, ready_url: str, env: Mapping[str, str] | None = None, cwd: Path | None = None
 ) -> Iterator[None]:
     """Run `command` until the block ends, once `ready_url` answers 200; always stop it afterwards."""

@@ -14,12 +14,12 @@ from google.cloud.storage import Bucket
 
 from hatch_pipeline.local_services import (
     EmulatorStartError,
-    _running,
     bigquery_client,
     bigquery_emulator,
     emulator_url,
     gcs_emulator,
     gcs_local_root,
+    running_service,
     storage_client,
     venv_executable,
 )
@@ -94,7 +94,7 @@ def test_an_emulator_that_dies_at_startup_is_reported_with_its_output() -> None:
     command = [sys.executable, "-c", "import sys; print('spatial extension missing'); sys.exit(3)"]
     with (
         pytest.raises(EmulatorStartError, match=r"(?s)stand-in exited with code 3.*spatial extension missing"),
-        _running("stand-in", command, ready_url="http://127.0.0.1:9/never"),
+        running_service("stand-in", command, ready_url="http://127.0.0.1:9/never"),
     ):
         pytest.fail("the process should not have been reported ready")
 

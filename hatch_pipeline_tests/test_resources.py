@@ -15,10 +15,11 @@ from hatch_pipeline.export_api.client import ExportedFile
 from hatch_pipeline.export_api.gcs_ledger import GcsLedgerStore
 from hatch_pipeline.export_api.ledger import LocalLedgerStore, organization_key
 from hatch_pipeline.export_api.windows import ExportWindow
+from hatch_pipeline.local_services import storage_client
 from hatch_pipeline.resources import HatchExportResource
 from hatch_pipeline.sandbox.server import SandboxServer
 from hatch_pipeline.settings import SettingsError
-from hatch_pipeline_tests.fake_gcs import emulator_client, fake_gcs_server
+from hatch_pipeline_tests.fake_gcs import fake_gcs_server
 
 KEY = "sk-test-7f41aa-resource-secret"
 ORGANIZATION = "org-resource-tests"
@@ -69,7 +70,7 @@ def test_ledger_follows_the_configuration(tmp_path: Path) -> None:
 
 
 def test_a_gs_ledger_url_keeps_the_ledger_in_the_bucket(gcs_endpoint: str, tmp_path: Path) -> None:
-    emulator_client(gcs_endpoint).create_bucket("hatch-ledger-test")
+    storage_client("test", gcs_endpoint).create_bucket("hatch-ledger-test")
     resource = HatchExportResource(
         api_key=KEY, ledger_url="gs://hatch-ledger-test/hatch/", min_export_interval_seconds=0
     )
@@ -78,7 +79,7 @@ def test_a_gs_ledger_url_keeps_the_ledger_in_the_bucket(gcs_endpoint: str, tmp_p
     ledger.reserve()
 
     assert isinstance(ledger.store, GcsLedgerStore)
-    blobs = list(emulator_client(gcs_endpoint).list_blobs("hatch-ledger-test"))
+    blobs = list(storage_client("test", gcs_endpoint).list_blobs("hatch-ledger-test"))
     assert [blob.name for blob in blobs] == [f"hatch/ledger/{organization_key(KEY)}.json"]
     assert KEY.encode() not in blobs[0].download_as_bytes()
     assert len(ledger.store.read(ledger.organization).slots) == 1

@@ -13,6 +13,7 @@ from google.api_core.exceptions import PreconditionFailed
 from hatch_pipeline.export_api.gcs_ledger import GcsLedgerStore, LedgerContended
 from hatch_pipeline.export_api.ledger import LedgerState, organization_key
 from hatch_pipeline.export_api.windows import ExportWindow
+from hatch_pipeline.local_services import storage_client
 from hatch_pipeline_tests.export_api.test_ledger import (
     DAY,
     MINUTE,
@@ -22,7 +23,7 @@ from hatch_pipeline_tests.export_api.test_ledger import (
     fake_time_ledger,
     reserve_from_processes,
 )
-from hatch_pipeline_tests.fake_gcs import emulator_client, fake_gcs_server
+from hatch_pipeline_tests.fake_gcs import fake_gcs_server
 
 PREFIX = "hatch"
 
@@ -37,17 +38,17 @@ def gcs_endpoint() -> Iterator[str]:
 def bucket(gcs_endpoint: str) -> str:
     """A fresh bucket per test, so tests sharing the server never see each other's ledgers."""
     name = f"ledger-{uuid.uuid4().hex[:12]}"
-    emulator_client(gcs_endpoint).create_bucket(name)
+    storage_client("test", gcs_endpoint).create_bucket(name)
     return name
 
 
 def gcs_store(endpoint: str, bucket: str) -> GcsLedgerStore:
     """Module-level so a spawned process can build its own client and store from two strings."""
-    return GcsLedgerStore(emulator_client(endpoint), bucket, PREFIX)
+    return GcsLedgerStore(storage_client("test", endpoint), bucket, PREFIX)
 
 
 def test_fake_gcs_server_answers_a_stale_generation_with_412(gcs_endpoint: str, bucket: str) -> None:
-    blob = emulator_client(gcs_endpoint).bucket(bucket).blob("probe")
+    blob = storage_client("test", gcs_endpoint).bucket(bucket).blob("probe")
     blob.upload_from_string(b"first", if_generation_match=0)
     with pytest.raises(PreconditionFailed):
         blob.upload_from_string(b"second", if_generation_match=0)
@@ -74,7 +75,7 @@ def test_a_concurrent_write_is_detected_and_the_change_retried(gcs_endpoint: str
 
 
 def test_endless_contention_gives_up_without_writing(gcs_endpoint: str, bucket: str) -> None:
-    store = GcsLedgerStore(emulator_client(gcs_endpoint), bucket, PREFIX, max_attempts=3, sleep=lambda _: None)
+    store = GcsLedgerStore(storage_client("test", gcs_endpoint), bucket, PREFIX, max_attempts=3, sleep=lambda _: None)
     rival = gcs_store(gcs_endpoint, bucket)
     rival_slots = iter(T0 + offset * MINUTE for offset in range(10))
 
@@ -97,7 +98,7 @@ def test_the_stored_object_holds_the_key_hash_never_the_key(gcs_endpoint: str, b
     ledger, _ = fake_time_ledger(gcs_store(gcs_endpoint, bucket), organization=organization_key(api_key))
     ledger.reserve()
     ledger.record_bytes("contact_history", ExportWindow(date(2026, 11, 1), date(2026, 11, 2)), 10)
-    blobs = list(emulator_client(gcs_endpoint).list_blobs(bucket))
+    blobs = list(storage_client("test", gcs_endpoint).list_blobs(bucket))
     assert [blob.name for blob in blobs] == [f"{PREFIX}/ledger/{organization_key(api_key)}.json"]
     assert api_key not in blobs[0].download_as_bytes().decode()
     assert api_key not in repr(ledger)
@@ -107,19 +108,21 @@ def test_the_stored_object_holds_the_key_hash_never_the_key(gcs_endpoint: str, b
 
 
 def test_an_unreadable_object_names_its_location(gcs_endpoint: str, bucket: str) -> None:
-    emulator_client(gcs_endpoint).bucket(bucket).blob(f"{PREFIX}/ledger/{ORG}.json").upload_from_string(b"not json")
+    storage_client("test", gcs_endpoint).bucket(bucket).blob(f"{PREFIX}/ledger/{ORG}.json").upload_from_string(
+        b"not json"
+    )
     with pytest.raises(ValueError, match=rf"gs://{bucket}/{PREFIX}/ledger/{ORG}\.json is unreadable"):
         gcs_store(gcs_endpoint, bucket).read(ORG)
 
 
 def test_a_missing_bucket_is_named_with_the_fix(gcs_endpoint: str) -> None:
-    store = GcsLedgerStore(emulator_client(gcs_endpoint), "no-such-bucket", PREFIX)
+    store = GcsLedgerStore(storage_client("test", gcs_endpoint), "no-such-bucket", PREFIX)
     with pytest.raises(FileNotFoundError, match="gs://no-such-bucket does not exist"):
         store.update(ORG, lambda state: (state.with_slot(T0), None))
 
 
 def test_an_empty_prefix_puts_the_ledger_at_the_bucket_root(gcs_endpoint: str, bucket: str) -> None:
-    assert GcsLedgerStore(emulator_client(gcs_endpoint), bucket, "/").object_name(ORG) == f"ledger/{ORG}.json"
+    assert GcsLedgerStore(storage_client("test", gcs_endpoint), bucket, "/").object_name(ORG) == f"ledger/{ORG}.json"
     assert gcs_store(gcs_endpoint, bucket).object_name(ORG) == f"{PREFIX}/ledger/{ORG}.json"
 
 

@@ -54,6 +54,13 @@ class HatchExportResource(dg.ConfigurableResource["HatchExportResource"]):
         default=_DEFAULTS.min_export_interval_seconds,
         description="Least time between two exports of the organization (the vendor allows one per 5 minutes).",
     )
+    export_guard_seconds: float | None = Field(
+        default=_DEFAULTS.export_guard_seconds,
+        description=(
+            "Guard band added to the interval, so requests leaving several processes or machines never arrive "
+            "closer than the interval at the vendor (HATCH_EXPORT_GUARD_SECONDS; unset: 1 % of the interval)."
+        ),
+    )
     max_exports_per_day: int = Field(
         default=_DEFAULTS.max_exports_per_day,
         description="Most exports of the organization in any 24 hours (the vendor allows 100).",
@@ -69,8 +76,8 @@ class HatchExportResource(dg.ConfigurableResource["HatchExportResource"]):
     max_slot_wait_seconds: float = Field(
         default=900.0,
         description=(
-            "Longest an export waits for a free ledger slot; beyond that it fails fast (SlotUnavailable) so the "
-            "run can be retried later instead of holding a worker."
+            "Longest an export waits for a free ledger slot or for the vendor's Retry-After (one budget for both); "
+            "beyond that the raw step stops cleanly, naming when the next slot opens, instead of holding a worker."
         ),
     )
     max_attempts: int = Field(
@@ -89,6 +96,7 @@ class HatchExportResource(dg.ConfigurableResource["HatchExportResource"]):
             self._ledger_store(),
             organization=organization_key(self.api_key),
             min_interval=timedelta(seconds=self.min_export_interval_seconds),
+            guard=None if self.export_guard_seconds is None else timedelta(seconds=self.export_guard_seconds),
             max_per_day=self.max_exports_per_day,
             max_wait=timedelta(seconds=self.max_slot_wait_seconds),
         )
@@ -113,6 +121,7 @@ class HatchExportResource(dg.ConfigurableResource["HatchExportResource"]):
             api_base_url=self.base_url,
             output_format=self.output_format,
             min_export_interval_seconds=self.min_export_interval_seconds,
+            export_guard_seconds=self.export_guard_seconds,
             max_exports_per_day=self.max_exports_per_day,
             max_payload_bytes=self.max_payload_bytes,
             timezone=self.timezone,
@@ -136,6 +145,7 @@ def export_resource(settings: Settings, api_key: str | dg.EnvVar) -> HatchExport
         base_url=settings.api_base_url,
         output_format=settings.output_format,
         min_export_interval_seconds=settings.min_export_interval_seconds,
+        export_guard_seconds=settings.export_guard_seconds,
         max_exports_per_day=settings.max_exports_per_day,
         max_payload_bytes=settings.max_payload_bytes,
         timezone=settings.timezone,

@@ -37,6 +37,9 @@ class Settings:
     api_base_url: str = DEFAULT_API_BASE_URL
     output_format: OutputFormat = "json"
     min_export_interval_seconds: float = 300.0
+    export_guard_seconds: float | None = None
+    """Added to the interval between two requests, for the jitter between the ledger and the vendor's clock of
+    arrivals; None: 1 % of the interval (3 s at 300 s)."""
     max_exports_per_day: int = 100
     max_payload_bytes: int = 100_000_000
     timezone: str = "UTC"
@@ -71,6 +74,7 @@ class Settings:
                 defaults.min_export_interval_seconds,
                 float,
             ),
+            export_guard_seconds=_optional_number("HATCH_EXPORT_GUARD_SECONDS", get("HATCH_EXPORT_GUARD_SECONDS")),
             max_exports_per_day=_number(
                 "HATCH_MAX_EXPORTS_PER_DAY", get("HATCH_MAX_EXPORTS_PER_DAY"), defaults.max_exports_per_day, int
             ),
@@ -107,6 +111,8 @@ class Settings:
             ) from None
         if self.min_export_interval_seconds < 0:
             raise SettingsError("HATCH_MIN_EXPORT_INTERVAL_SECONDS must be zero or more")
+        if self.export_guard_seconds is not None and self.export_guard_seconds < 0:
+            raise SettingsError("HATCH_EXPORT_GUARD_SECONDS must be zero or more (unset: 1 % of the interval)")
         if self.max_exports_per_day < 1:
             raise SettingsError("HATCH_MAX_EXPORTS_PER_DAY must be at least 1")
         if self.max_payload_bytes < 1:
@@ -159,6 +165,10 @@ def validate_base_url(url: str) -> None:
             f"HATCH_API_BASE_URL must use https unless the host is loopback (got host {parts.hostname!r}); "
             "the API key would otherwise travel in clear text"
         )
+
+
+def _optional_number(name: str, raw: str | None) -> float | None:
+    return None if raw is None else _number(name, raw, 0.0, float)
 
 
 def _number(name: str, raw: str | None, default: _Num, kind: type[_Num]) -> _Num:

@@ -1,7 +1,9 @@
 """HTTP client of the Hatch Bulk Export API: one export, its retries, and a verified ZIP on disk.
 
-Every attempt, retries included, first reserves a slot in the shared rate ledger, so no retry loop can break the
-vendor's limits. A 200 body is streamed to disk and proven to be the promised single-file ZIP before it is kept.
+Every attempt, retries included, first reserves a slot in the shared rate ledger and is admitted by it right
+before it leaves, so no retry loop and no late wake-up can break the vendor's limits as the vendor measures them.
+Admission also asks the caller which days are still worth requesting (another run may have stored or claimed
+some meanwhile). A 200 body is streamed to disk and proven to be the promised single-file ZIP before it is kept.
 The API key lives only in the Authorization header of the underlying httpx client.
 """
 
@@ -23,7 +25,7 @@ from email.utils import parsedate_to_datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from types import TracebackType
-from typing import Final, Self, cast
+from typing import Final, Self, cast, overload
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
@@ -38,7 +40,7 @@ from hatch_pipeline.export_api.errors import (
     PayloadTooLarge,
     RateLimited,
 )
-from hatch_pipeline.export_api.ledger import RateLedger
+from hatch_pipeline.export_api.ledger import Admission, Decide, RateLedger, new_owner
 from hatch_pipeline.export_api.windows import (
     OUTPUT_FORMATS,
     DataSource,
@@ -89,6 +91,8 @@ class ExportedFile:
     waited_seconds: float
     """Seconds spent waiting for ledger slots and retry backoff, over all attempts."""
     attempts: int
+    claim_owner: str
+    """Owner of the ledger claim on `window`: release it once the ZIP is stored (`RateLedger.release`)."""
 
 
 @dataclass(frozen=True)
@@ -99,6 +103,17 @@ class EmptyExport:
     window: ExportWindow
     waited_seconds: float
     attempts: int
+    claim_owner: str
+
+
+@dataclass(frozen=True)
+class NothingToSend:
+    """The caller's `decide` found nothing left to request when the slot came (stored or claimed by others)."""
+
+    source: DataSource
+    window: ExportWindow
+    """The window that was asked for."""
+    waited_seconds: float
 
 
 ExportOutcome = ExportedFile | EmptyExport
@@ -109,17 +124,21 @@ class RetryPolicy:
     """How hard to try before giving up; the defaults suit a vendor that allows one export per 5 minutes."""
 
     max_attempts: int = 5
-    """Attempts that may end in 5xx, timeouts, resets or corrupt bodies (429s are bounded by time instead)."""
+    """Attempts that may end in 5xx, timeouts or resets before an answer (429s are bounded by the ledger's
+    max_wait instead, the same budget as any slot wait)."""
+    max_body_retries: int = 1
+    """Retries after a 200 whose body was cut off or corrupt: the vendor counted that export, so each retry spends
+    another one for the same bytes; kept low on purpose."""
     base_delay_seconds: float = 2.0
     max_delay_seconds: float = 120.0
-    max_rate_limit_wait_seconds: float = 1800.0
-    """Total time one export may spend waiting out 429 answers before raising RateLimited."""
     connect_timeout_seconds: float = 30
     read_timeout_seconds: float = 300
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
             raise ValueError(f"RetryPolicy.max_attempts must be at least 1 (got {self.max_attempts})")
+        if self.max_body_retries < 0:
+            raise ValueError(f"RetryPolicy.max_body_retries must be zero or more (got {self.max_body_retries})")
 
     def backoff_ceiling(self, failures: int) -> float:
         """Exponential ceiling after `failures` consecutive failures, capped at max_delay_seconds."""
@@ -133,6 +152,8 @@ class _Retryable:
     cause: str
     retry_after_seconds: float | None
     rate_limited: bool
+    spent: bool = False
+    """The vendor answered 200 (and counted the export) but the body did not arrive intact."""
 
 
 class HatchExportClient:
@@ -151,6 +172,7 @@ class HatchExportClient:
         today: Callable[[], date] | None = None,
         sleep: Callable[[float], None] = time.sleep,
         transport: httpx.BaseTransport | None = None,
+        log: logging.Logger | logging.LoggerAdapter[logging.Logger] = _LOG,
     ) -> None:
         validate_base_url(base_url)
         _check_api_key(api_key)
@@ -166,6 +188,7 @@ class HatchExportClient:
         self._retry = retry
         self._today = today or (lambda: datetime.now(zone).date())
         self._sleep = sleep
+        self._log = log
         self._http = httpx.Client(
             base_url=base_url,
             # identity: a ZIP gains nothing from gzip, and the file on disk is then byte for byte what was sent.
@@ -191,64 +214,108 @@ class HatchExportClient:
     def close(self) -> None:
         self._http.close()
 
-    def export(self, source: str, window: ExportWindow, dest_dir: Path) -> ExportOutcome:
+    @overload
+    def export(self, source: str, window: ExportWindow, dest_dir: Path, *, decide: None = None) -> ExportOutcome: ...
+
+    @overload
+    def export(
+        self, source: str, window: ExportWindow, dest_dir: Path, *, decide: Decide
+    ) -> ExportOutcome | NothingToSend: ...
+
+    def export(
+        self, source: str, window: ExportWindow, dest_dir: Path, *, decide: Decide | None = None
+    ) -> ExportOutcome | NothingToSend:
         """Export `source` for `window` into `dest_dir/{source}_{start}_{end}.zip` (or learn that it is empty).
 
+        `decide`, called when each attempt's slot has come, gets the live claims of other senders and returns
+        the part of `window` to request (a sub-window; the outcome then carries it), or None to send nothing.
+        By default the whole window is requested. A successful outcome holds a ledger claim on its window that
+        the caller releases once the result is stored; on an error the claim is released here.
+
         Raises InvalidExportRequest before sending anything when the request breaks the published rules,
-        SlotUnavailable when the ledger has no slot soon enough, and the typed errors of errors.py otherwise.
+        SlotUnavailable (RateLimited for 429s) when the ledger has no slot soon enough, and the typed errors of
+        errors.py otherwise.
         """
         problems = contract_violations(source, window, self._today())
         if problems:
             raise InvalidExportRequest(f"Refusing to request {source} for {window}: " + "; ".join(problems))
         data_source = cast(DataSource, source)
         dest_dir.mkdir(parents=True, exist_ok=True)
+        owner = new_owner()
+        try:
+            return self._export(data_source, window, dest_dir, decide or (lambda claims: window), owner)
+        except BaseException:
+            self._ledger.release(owner)
+            raise
 
-        attempt = failures = rate_limits = 0
+    def _export(
+        self, source: DataSource, window: ExportWindow, dest_dir: Path, decide: Decide, owner: str
+    ) -> ExportOutcome | NothingToSend:
+        attempt = failures = body_failures = 0
         waited = rate_limit_waited = 0.0
         not_before: datetime | None = None
         while True:
-            attempt += 1
             reservation = self._ledger.reserve(not_before)
-            waited += reservation.waited_seconds
-            result = self._attempt(data_source, window, dest_dir, attempt, waited, reservation.waited_seconds)
+            admission = self._ledger.admit(reservation, source, decide, owner)
+            waited += reservation.waited_seconds + (admission.waited_seconds if admission else 0.0)
+            if admission is None:
+                return NothingToSend(source=source, window=window, waited_seconds=waited)
+            attempt += 1
+            result = self._attempt(source, admission.window, dest_dir, attempt, waited, owner)
             if not isinstance(result, _Retryable):
                 return result
             retry_after = result.retry_after_seconds
             if result.rate_limited:
-                rate_limits += 1
-                # Without Retry-After the next ledger slot is the answer; the exponential floor only keeps a
-                # ledger interval shorter than the vendor's from hammering the API.
-                delay = retry_after if retry_after is not None else self._retry.backoff_ceiling(rate_limits)
-                not_before = _now() + timedelta(seconds=delay)
-                expected_wait = max(0.0, (self._ledger.next_slot(not_before) - _now()).total_seconds())
-                if rate_limit_waited + expected_wait > self._retry.max_rate_limit_wait_seconds:
-                    raise RateLimited(
-                        f"The {data_source} export for {window} is still rate limited (HTTP 429) after {attempt} "
-                        f"attempts and {rate_limit_waited:.1f} s of waiting; waiting another {expected_wait:.1f} s "
-                        f"would exceed the {self._retry.max_rate_limit_wait_seconds:.0f} s budget. Another client "
-                        "of the same organization may be using its export quota; run again later."
-                    )
-                rate_limit_waited += expected_wait
+                # The vendor did not count a 429: give its slot back, and let everyone sharing the ledger know
+                # when the vendor will take requests again, so the retry books one slot, not two.
+                resume = None if retry_after is None else _now() + timedelta(seconds=retry_after)
+                self._ledger.cancel(admission.sent_at, retry_after=resume)
+                not_before = _now() + timedelta(seconds=self._retry.backoff_ceiling(attempt))
+                if resume is not None:
+                    not_before = max(not_before, resume)
+                rate_limit_waited += self._rate_limit_wait(source, admission, not_before, rate_limit_waited)
                 continue
-            failures += 1
-            if failures >= self._retry.max_attempts:
-                raise ExportFailed(
-                    f"The {data_source} export for {window} failed after {attempt} attempts; last cause: "
-                    f"{result.cause}. The API may be unavailable: run again later."
-                )
-            backoff = random.uniform(0, self._retry.backoff_ceiling(failures))
+            if result.spent:
+                body_failures += 1
+                if body_failures > self._retry.max_body_retries:
+                    raise ExportFailed(
+                        f"The {source} export for {admission.window} arrived broken {body_failures} times "
+                        f"(last: {result.cause}); each retry spends another export, so the client stops here. "
+                        "Check the network path to the API (proxies that cut or rewrite bodies), then run again."
+                    )
+            else:
+                failures += 1
+                if failures >= self._retry.max_attempts:
+                    raise ExportFailed(
+                        f"The {source} export for {admission.window} failed after {attempt} attempts; last cause: "
+                        f"{result.cause}. The API may be unavailable: run again later."
+                    )
+            backoff = random.uniform(0, self._retry.backoff_ceiling(failures + body_failures))
             self._sleep(backoff)
             waited += backoff
             not_before = None if retry_after is None else _now() + timedelta(seconds=retry_after)
 
+    def _rate_limit_wait(
+        self, source: DataSource, admission: Admission, not_before: datetime, waited_so_far: float
+    ) -> float:
+        """The wait the next slot implies, or RateLimited when 429s would hold this export longer than the
+        ledger's max_wait: the one budget for every wait, so a run stops cleanly instead of hanging."""
+        opens_at = self._ledger.next_slot(not_before)
+        expected = max(0.0, (opens_at - _now()).total_seconds())
+        if waited_so_far + expected > self._ledger.max_wait.total_seconds():
+            raise RateLimited(
+                opens_at=opens_at,
+                reason=(
+                    f"the vendor keeps answering the {source} export for {admission.window} with HTTP 429 "
+                    f"(waited {waited_so_far:.1f} s; the next try would be {expected:.1f} s away, beyond max_wait "
+                    f"{self._ledger.max_wait}). Another client of the same organization may be using its export "
+                    "quota"
+                ),
+            )
+        return expected
+
     def _attempt(
-        self,
-        source: DataSource,
-        window: ExportWindow,
-        dest_dir: Path,
-        attempt: int,
-        waited: float,
-        slot_wait: float,
+        self, source: DataSource, window: ExportWindow, dest_dir: Path, attempt: int, waited: float, owner: str
     ) -> ExportOutcome | _Retryable:
         """Send one request and turn its answer into an outcome, a retryable failure, or a final error."""
         params = {"data_source": source, "start_date": window.start.isoformat(), "end_date": window.end.isoformat()}
@@ -259,14 +326,15 @@ class HatchExportClient:
         try:
             with self._http.stream("GET", "export-data", params=params) as response:
                 if response.status_code == 200:
-                    return self._receive_zip(response, source, window, dest_dir, attempt, waited)
+                    return self._receive_zip(response, source, window, dest_dir, attempt, waited, owner)
                 body = _read_limited(response)
-            return self._interpret(response, body, source, window, attempt, waited)
+            return self._interpret(response, body, source, window, attempt, waited, owner)
         except (CorruptExport, *_TRANSIENT_TRANSPORT_ERRORS) as exc:
             failure = f"{type(exc).__name__}: {exc}"
-            return _Retryable(cause=failure, retry_after_seconds=None, rate_limited=False)
+            spent = response is not None and response.status_code == 200
+            return _Retryable(cause=failure, retry_after_seconds=None, rate_limited=False, spent=spent)
         finally:
-            _log_attempt(source, window, attempt, response, failure, slot_wait)
+            self._log_attempt(source, window, attempt, response, failure)
 
     def _interpret(
         self,
@@ -276,12 +344,13 @@ class HatchExportClient:
         window: ExportWindow,
         attempt: int,
         waited: float,
+        owner: str,
     ) -> EmptyExport | _Retryable:
         """Map a non-200 answer to the published contract."""
         status = response.status_code
         if status == 204:
             self._ledger.record_bytes(source, window, 0)
-            return EmptyExport(source=source, window=window, waited_seconds=waited, attempts=attempt)
+            return EmptyExport(source=source, window=window, waited_seconds=waited, attempts=attempt, claim_owner=owner)
         message = self._server_message(body)
         if status == 400:
             raise InvalidExportRequest(f"The API refused the {source} export for {window} (HTTP 400): {message}")
@@ -312,6 +381,7 @@ class HatchExportClient:
         dest_dir: Path,
         attempt: int,
         waited: float,
+        owner: str,
     ) -> ExportedFile:
         """Stream the body to a temp file, prove it, then give it its contract name; remove it on any failure."""
         stem = f"{source}_{window.start.isoformat()}_{window.end.isoformat()}"
@@ -353,6 +423,27 @@ class HatchExportClient:
             sha256=digest.hexdigest(),
             waited_seconds=waited,
             attempts=attempt,
+            claim_owner=owner,
+        )
+
+    def _log_attempt(
+        self,
+        source: DataSource,
+        window: ExportWindow,
+        attempt: int,
+        response: httpx.Response | None,
+        failure: str | None,
+    ) -> None:
+        status = "no answer" if response is None else f"HTTP {response.status_code}"
+        body_bytes = 0 if response is None else response.num_bytes_downloaded
+        self._log.info(
+            "%s %s attempt %d: %s, %d bytes%s",
+            source,
+            window,
+            attempt,
+            status,
+            body_bytes,
+            "" if failure is None else f", failed: {failure}",
         )
 
     def _server_message(self, body: bytes) -> str:
@@ -432,28 +523,6 @@ def _check_api_key(api_key: str) -> None:
             "The API key is empty or holds spaces or non-ASCII characters; set HATCH_API_KEY to the key exactly "
             "as Hatch issued it"
         )
-
-
-def _log_attempt(
-    source: DataSource,
-    window: ExportWindow,
-    attempt: int,
-    response: httpx.Response | None,
-    failure: str | None,
-    slot_wait: float,
-) -> None:
-    status = "no answer" if response is None else f"HTTP {response.status_code}"
-    body_bytes = 0 if response is None else response.num_bytes_downloaded
-    _LOG.info(
-        "%s %s attempt %d: %s, %d bytes%s, waited %.2f s for the slot",
-        source,
-        window,
-        attempt,
-        status,
-        body_bytes,
-        "" if failure is None else f", failed: {failure}",
-        slot_wait,
-    )
 
 
 def _now() -> datetime:

@@ -47,8 +47,9 @@ class SlotUnavailable(HatchExportError):
         self.opens_at = opens_at
 
 
-class RateLimited(HatchExportError):
-    """429 answers kept coming after waiting as long as the retry budget allows."""
+class RateLimited(SlotUnavailable):
+    """429 answers kept coming after waiting as long as the ledger's max_wait allows (the same budget as any
+    slot wait, so callers handle both alike: stop, and try again after `opens_at`)."""
 
 
 class ExportFailed(HatchExportError):

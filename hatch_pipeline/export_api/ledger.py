@@ -9,7 +9,19 @@ Layers, from the inside out:
 - `LedgerState`: what is stored, with its JSON format and pruning;
 - `LedgerStore`: an atomic read-modify-write of one organization's state (`LocalLedgerStore` here, a folder;
   `GcsLedgerStore` in gcs_ledger.py, an object next to the data);
-- `RateLedger`: reserve / peek / record sizes, on top of any store.
+- `RateLedger`: reserve / admit / cancel / peek / record sizes, on top of any store.
+
+Why a reservation is not enough: the vendor measures *arrivals*. A slot says when a request may leave; the
+process that reserved it may wake late (scheduling, GC, a slow ledger write), so two senders whose slots are
+exactly `min_interval` apart can arrive closer than that. Hence two more rules:
+- every request is *admitted* right before it leaves: the ledger checks its spacing against the moments the
+  others really sent (or were due to send) and records the moment it leaves, so a late wake-up pushes the next
+  sender instead of crowding it;
+- a guard band is added to the interval, covering what still happens between that record and the arrival
+  (the ledger write itself, the network).
+A 429 teaches the ledger too: nobody sharing it gets a slot before the vendor's Retry-After.
+Admission also carries a *claim*: the days a sender is about to export, so that another run that wants the same
+days waits for that ZIP instead of exporting them again.
 """
 
 from __future__ import annotations
@@ -19,10 +31,12 @@ import hashlib
 import json
 import os
 import re
+import socket
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final, Protocol, TypeVar
@@ -38,7 +52,21 @@ ROLLING_DAY: Final = timedelta(hours=24)
 BYTES_RETENTION: Final = timedelta(days=400)
 """Byte observations older than this are dropped; exports reach only 180 days back, so older sizes never matter."""
 
-FORMAT_VERSION: Final = 1
+FORMAT_VERSION: Final = 2
+"""Format 2 adds `blocked_until` and `claims`; format 1 ledgers are read as format 2 without either."""
+_READABLE_FORMATS: Final = frozenset({1, FORMAT_VERSION})
+
+DEFAULT_CLAIM_TTL: Final = timedelta(minutes=30)
+"""How long a claim holds when its owner neither stores nor releases it (a crash on another machine). It must
+outlast one export (download included); a claim of a dead process on the same machine lapses at once."""
+
+GUARD_SHARE: Final = 0.01
+"""Default guard band as a share of the interval: 3 s at the vendor's 300 s."""
+
+
+def default_guard(min_interval: timedelta) -> timedelta:
+    return min_interval * GUARD_SHARE
+
 
 _ORGANIZATION_KEY = re.compile(r"[0-9a-f]{16}")
 
@@ -124,12 +152,70 @@ def _check_limits(min_interval: timedelta, max_per_day: int) -> None:
 # --- the stored state -------------------------------------------------------------------------------------------
 
 
+_HOST: Final = socket.gethostname()
+
+
+@dataclass(frozen=True)
+class Claim:
+    """Days of one source that one sender is exporting now; others wait for its ZIP rather than export them too."""
+
+    source: str
+    window: ExportWindow
+    owner: str
+    """`host/pid/token`: unique per export, so only its sender releases it."""
+    expires_at: datetime
+
+    def is_live(self, now: datetime) -> bool:
+        """Not expired, and not left behind by a process of this machine that no longer runs."""
+        if self.expires_at <= now:
+            return False
+        host, _, rest = self.owner.partition("/")
+        pid = rest.partition("/")[0]
+        return host != _HOST or not pid.isdigit() or _process_runs(int(pid))
+
+    def to_json(self) -> dict[str, str]:
+        return {
+            "source": self.source,
+            "start": self.window.start.isoformat(),
+            "end": self.window.end.isoformat(),
+            "owner": self.owner,
+            "expires_at": self.expires_at.isoformat(),
+        }
+
+    @classmethod
+    def from_json(cls, document: Mapping[str, str]) -> Claim:
+        return cls(
+            source=document["source"],
+            window=ExportWindow(date.fromisoformat(document["start"]), date.fromisoformat(document["end"])),
+            owner=document["owner"],
+            expires_at=as_utc(datetime.fromisoformat(document["expires_at"]), "claim expiry"),
+        )
+
+
+def new_owner() -> str:
+    return f"{_HOST}/{os.getpid()}/{uuid.uuid4().hex[:12]}"
+
+
+def _process_runs(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it runs, under another user
+        return True
+    return True
+
+
 @dataclass(frozen=True)
 class LedgerState:
-    """One organization's ledger: reserved slots (sorted, UTC) and observed uncompressed bytes per source and day."""
+    """One organization's ledger: slots (sorted, UTC: reserved, or the moment a request was admitted), observed
+    uncompressed bytes per source and day, the vendor's last Retry-After, and the claims of exports under way."""
 
     slots: tuple[datetime, ...] = ()
     bytes_per_day: Mapping[str, Mapping[date, float]] = field(default_factory=dict, hash=False)
+    blocked_until: datetime | None = None
+    """No slot before this (the vendor's Retry-After, for every process sharing the ledger)."""
+    claims: tuple[Claim, ...] = ()
 
     def __post_init__(self) -> None:
         for slot in self.slots:
@@ -141,7 +227,8 @@ class LedgerState:
     def pruned(self, now: datetime, min_interval: timedelta = timedelta(0)) -> LedgerState:
         """Drop slots that can no longer constrain a slot at or after `now`, and byte observations too old to
         matter, so the stored object stays small."""
-        oldest_slot = as_utc(now, "now") - max(ROLLING_DAY, min_interval)
+        now = as_utc(now, "now")
+        oldest_slot = now - max(ROLLING_DAY, min_interval)
         oldest_day = (now - BYTES_RETENTION).date()
         return LedgerState(
             slots=tuple(slot for slot in self.slots if slot > oldest_slot),
@@ -150,17 +237,37 @@ class LedgerState:
                 for source, days in self.bytes_per_day.items()
                 if (kept := {day: size for day, size in days.items() if day >= oldest_day})
             },
+            blocked_until=self.blocked_until if self.blocked_until and self.blocked_until > now else None,
+            claims=tuple(claim for claim in self.claims if claim.expires_at > now),
         )
 
     def with_slot(self, slot: datetime) -> LedgerState:
         slots = list(self.slots)
         bisect.insort(slots, as_utc(slot, "slot"))
-        return LedgerState(tuple(slots), self.bytes_per_day)
+        return replace(self, slots=tuple(slots))
+
+    def without_slot(self, slot: datetime) -> LedgerState:
+        """One occurrence of `slot` removed (none when absent: a pruned or already cancelled slot)."""
+        slots = list(self.slots)
+        if slot in slots:
+            slots.remove(slot)
+        return replace(self, slots=tuple(slots))
 
     def with_bytes(self, source: str, sizes: Mapping[date, float]) -> LedgerState:
         """Newest observation per day wins."""
         merged = {**self.bytes_per_day.get(source, {}), **sizes}
-        return LedgerState(self.slots, {**self.bytes_per_day, source: merged})
+        return replace(self, bytes_per_day={**self.bytes_per_day, source: merged})
+
+    def blocked(self, until: datetime) -> LedgerState:
+        until = as_utc(until, "until")
+        return replace(self, blocked_until=max(until, self.blocked_until) if self.blocked_until else until)
+
+    def with_claim(self, claim: Claim) -> LedgerState:
+        """`claim` replaces any earlier claim of the same owner."""
+        return replace(self, claims=(*self.without_claim(claim.owner).claims, claim))
+
+    def without_claim(self, owner: str) -> LedgerState:
+        return replace(self, claims=tuple(claim for claim in self.claims if claim.owner != owner))
 
     def to_json(self) -> bytes:
         document = {
@@ -170,6 +277,8 @@ class LedgerState:
                 source: {day.isoformat(): size for day, size in sorted(days.items())}
                 for source, days in sorted(self.bytes_per_day.items())
             },
+            "blocked_until": self.blocked_until.isoformat() if self.blocked_until else None,
+            "claims": [claim.to_json() for claim in self.claims],
         }
         return json.dumps(document, indent=1).encode()
 
@@ -179,14 +288,17 @@ class LedgerState:
         try:
             document: Any = json.loads(data)
             version = document.get("format")
-            if version != FORMAT_VERSION:
+            if version not in _READABLE_FORMATS:
                 raise ValueError(f"it has format {version!r} and this code reads format {FORMAT_VERSION}")
+            blocked = document.get("blocked_until")
             return cls(
                 slots=tuple(sorted(as_utc(datetime.fromisoformat(raw), "slot") for raw in document["slots"])),
                 bytes_per_day={
                     source: {date.fromisoformat(day): float(size) for day, size in days.items()}
                     for source, days in document["bytes_per_day"].items()
                 },
+                blocked_until=as_utc(datetime.fromisoformat(blocked), "blocked_until") if blocked else None,
+                claims=tuple(Claim.from_json(claim) for claim in document.get("claims", [])),
             )
         except (ValueError, TypeError, KeyError, AttributeError) as error:
             raise ValueError(
@@ -264,8 +376,33 @@ class Reservation:
     """How long reserve() slept before returning."""
 
 
+@dataclass(frozen=True)
+class Admission:
+    """A request cleared to leave now: its slot moved to the moment of sending, and what it claimed."""
+
+    sent_at: datetime
+    window: ExportWindow
+    """The days to request: the caller's choice, given the others' claims."""
+    claim: Claim
+    waited_seconds: float
+    """Extra sleep because another sender left later than its slot."""
+
+
+@dataclass(frozen=True)
+class Usage:
+    """The organization's quota as the ledger sees it, for progress reports."""
+
+    used_in_24h: int
+    left_in_24h: int
+    next_slot: datetime
+
+
+Decide = Callable[[Sequence[Claim]], ExportWindow | None]
+"""Given the live claims of *other* senders, the window to request now, or None when nothing is left to send."""
+
+
 class RateLedger:
-    """Reserve export slots for one organization in a shared store, and remember observed export sizes."""
+    """Reserve and admit export slots for one organization in a shared store; remember observed export sizes."""
 
     def __init__(
         self,
@@ -275,36 +412,49 @@ class RateLedger:
         min_interval: timedelta,
         max_per_day: int,
         max_wait: timedelta,
+        guard: timedelta | None = None,
+        claim_ttl: timedelta = DEFAULT_CLAIM_TTL,
         clock: Callable[[], datetime] = utc_now,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         _check_limits(min_interval, max_per_day)
         if max_wait < timedelta(0):
             raise ValueError(f"max_wait {max_wait} is negative; use zero (never wait) or more")
+        guard = default_guard(min_interval) if guard is None else guard
+        if guard < timedelta(0):
+            raise ValueError(f"guard {guard} is negative; use zero or more (HATCH_EXPORT_GUARD_SECONDS)")
         self.store = store
         self.organization = require_organization_key(organization)
         self.min_interval = min_interval
+        self.guard = guard
         self.max_per_day = max_per_day
         self.max_wait = max_wait
+        self.claim_ttl = claim_ttl
         self._clock = clock
         self._sleep = sleep
 
     def __repr__(self) -> str:
         return (
             f"RateLedger({self.store!r}, organization={self.organization!r}, min_interval={self.min_interval}, "
-            f"max_per_day={self.max_per_day}, max_wait={self.max_wait})"
+            f"guard={self.guard}, max_per_day={self.max_per_day}, max_wait={self.max_wait})"
         )
 
+    @property
+    def spacing(self) -> timedelta:
+        """What the ledger keeps between two requests: the vendor's interval plus the guard band."""
+        return self.min_interval + self.guard
+
     def reserve(self, not_before: datetime | None = None) -> Reservation:
-        """Claim the earliest free slot at or after `not_before` (a 429's Retry-After), sleep until it, return it.
+        """Claim the earliest free slot at or after `not_before` (and the vendor's last Retry-After), sleep until
+        it, return it.
 
         Raises SlotUnavailable, recording nothing, when that slot is more than `max_wait` away.
         """
 
         def claim(state: LedgerState) -> tuple[LedgerState, datetime]:
             now = self._now()
-            state = state.pruned(now, self.min_interval)
-            slot = self._earliest(state, now, not_before)
+            state = state.pruned(now, self.spacing)
+            slot = self._earliest(state.slots, now, _later(not_before, state.blocked_until))
             if slot - now > self.max_wait:
                 raise SlotUnavailable(opens_at=slot, reason=self._why_waiting(state, now, not_before, slot))
             return state.with_slot(slot), slot
@@ -315,10 +465,81 @@ class RateLedger:
             self._sleep(delay)
         return Reservation(slot_at=slot, waited_seconds=delay)
 
-    def next_slot(self, not_before: datetime | None = None) -> datetime:
-        """Read-only peek at the slot `reserve` would claim now (for `doctor` and metadata)."""
+    def admit(self, reservation: Reservation, source: str, decide: Decide, owner: str) -> Admission | None:
+        """Clear a reserved request to leave now, or say there is nothing to send.
+
+        Spacing is checked against every other slot already due (sent, or reserved and past: a sender that woke
+        late counts from when it really left). When one is too close, this slot moves behind it and we sleep
+        again. Then `decide` picks the window given the others' live claims; the slot becomes "now" and the
+        claim (owner `owner`, replacing its earlier one) is stored in the same atomic write. When `decide`
+        returns None the slot is given back: nothing reaches the vendor.
+        """
+        slot = reservation.slot_at
+        waited = 0.0
+        while True:
+
+            def clear(state: LedgerState, slot: datetime = slot) -> tuple[LedgerState, tuple[datetime, Claim | None]]:
+                now = self._now()
+                state = state.pruned(now, self.spacing)
+                others = state.without_slot(slot)
+                due = [other for other in others.slots if other <= now]
+                earliest = self._earliest(due, now, state.blocked_until)
+                if earliest > now:
+                    if earliest - now > self.max_wait:
+                        raise SlotUnavailable(opens_at=earliest, reason=self._why_waiting(others, now, None, earliest))
+                    return others.with_slot(earliest), (earliest, None)
+                live = [claim for claim in state.claims if claim.owner != owner and claim.is_live(now)]
+                window = decide(live)
+                if window is None:
+                    return others.without_claim(owner), (now, None)
+                claim = Claim(source=source, window=window, owner=owner, expires_at=now + self.claim_ttl)
+                return others.with_slot(now).with_claim(claim), (now, claim)
+
+            at, claim = self.store.update(self.organization, clear)
+            if claim is not None:
+                return Admission(sent_at=at, window=claim.window, claim=claim, waited_seconds=waited)
+            if at <= self._now():
+                return None
+            delay = (at - self._now()).total_seconds()
+            self._sleep(delay)
+            waited += delay
+            slot = at
+
+    def cancel(self, sent_at: datetime, *, retry_after: datetime | None = None) -> None:
+        """Give back a slot whose request the vendor did not count (429), and, given its Retry-After, keep
+        everybody sharing the ledger from sending before then."""
+
+        def give_back(state: LedgerState) -> tuple[LedgerState, None]:
+            state = state.without_slot(as_utc(sent_at, "sent_at"))
+            return (state if retry_after is None else state.blocked(retry_after)), None
+
+        self.store.update(self.organization, give_back)
+
+    def release(self, owner: str) -> None:
+        """Drop `owner`'s claim: its ZIP is stored (or the export failed and others may try)."""
+        self.store.update(self.organization, lambda state: (state.without_claim(owner), None))
+
+    def live_claims(self, source: str) -> list[Claim]:
         now = self._now()
-        return self._earliest(self.store.read(self.organization).pruned(now, self.min_interval), now, not_before)
+        state = self.store.read(self.organization)
+        return [claim for claim in state.claims if claim.source == source and claim.is_live(now)]
+
+    def next_slot(self, not_before: datetime | None = None) -> datetime:
+        """Read-only peek at the slot `reserve` would claim now (for `doctor`, `plan` and progress)."""
+        now = self._now()
+        state = self.store.read(self.organization).pruned(now, self.spacing)
+        return self._earliest(state.slots, now, _later(not_before, state.blocked_until))
+
+    def usage(self) -> Usage:
+        """Exports counted in the last 24 hours, how many are left in that rolling window, and the next slot."""
+        now = self._now()
+        state = self.store.read(self.organization).pruned(now, self.spacing)
+        used = sum(now - ROLLING_DAY < slot <= now for slot in state.slots)
+        return Usage(
+            used_in_24h=used,
+            left_in_24h=max(self.max_per_day - len(state.slots), 0),
+            next_slot=self._earliest(state.slots, now, state.blocked_until),
+        )
 
     def record_bytes(self, source: str, window: ExportWindow, uncompressed_bytes: int) -> None:
         """Remember an export's uncompressed size, spread evenly over the window's days."""
@@ -328,7 +549,7 @@ class RateLedger:
         sizes = dict.fromkeys(window.dates(), per_day)
 
         def remember(state: LedgerState) -> tuple[LedgerState, None]:
-            return state.with_bytes(source, sizes).pruned(self._now(), self.min_interval), None
+            return state.with_bytes(source, sizes).pruned(self._now(), self.spacing), None
 
         self.store.update(self.organization, remember)
 
@@ -338,28 +559,39 @@ class RateLedger:
     def _now(self) -> datetime:
         return as_utc(self._clock(), "clock()")
 
-    def _earliest(self, state: LedgerState, now: datetime, not_before: datetime | None) -> datetime:
+    def _earliest(self, slots: Sequence[datetime], now: datetime, not_before: datetime | None) -> datetime:
         return earliest_free_slot(
-            state.slots, now=now, not_before=not_before, min_interval=self.min_interval, max_per_day=self.max_per_day
+            slots, now=now, not_before=not_before, min_interval=self.spacing, max_per_day=self.max_per_day
         )
 
     def _why_waiting(self, state: LedgerState, now: datetime, not_before: datetime | None, slot: datetime) -> str:
-        """Name the limit that pushes the slot out: the caller's not_before, the interval, or the daily cap."""
+        """Name the limit that pushes the slot out: the caller's not_before, the vendor's Retry-After, the
+        interval, or the daily cap."""
         wait = f"more than max_wait ({self.max_wait}) away"
-        if not state.slots or (not_before is not None and slot == as_utc(not_before, "not_before")):
+        if not_before is not None and slot == as_utc(not_before, "not_before"):
             return f"the caller asked not to send before {slot.isoformat(timespec='seconds')}, {wait}"
+        if state.blocked_until is not None and slot == state.blocked_until:
+            return f"the vendor asked (HTTP 429, Retry-After) not to send before {slot.isoformat(timespec='seconds')}"
+        if not state.slots:
+            return f"nothing may be sent before {slot.isoformat(timespec='seconds')}, {wait}"
         spacing_only = earliest_free_slot(
             state.slots,
             now=now,
-            not_before=not_before,
-            min_interval=self.min_interval,
+            not_before=_later(not_before, state.blocked_until),
+            min_interval=self.spacing,
             max_per_day=len(state.slots) + 1,
         )
         if spacing_only == slot:
             return (
-                f"the minimum interval of {self.min_interval} between exports, with {len(state.slots)} slot(s) "
-                f"already reserved up to {state.slots[-1].isoformat(timespec='seconds')}, puts the next slot {wait}"
+                f"the minimum interval of {self.spacing} between exports (guard band included), with "
+                f"{len(state.slots)} slot(s) already reserved up to {state.slots[-1].isoformat(timespec='seconds')}, "
+                f"puts the next slot {wait}"
             )
         return (
             f"the daily cap of {self.max_per_day} exports in any 24 hours is reached, which puts the next slot {wait}"
         )
+
+
+def _later(first: datetime | None, second: datetime | None) -> datetime | None:
+    present = [as_utc(value, "not_before") for value in (first, second) if value is not None]
+    return max(present) if present else None

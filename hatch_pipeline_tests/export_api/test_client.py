@@ -21,6 +21,7 @@ from hatch_pipeline.export_api.client import (
     ExportedFile,
     ExportOutcome,
     HatchExportClient,
+    NothingToSend,
     RetryPolicy,
 )
 from hatch_pipeline.export_api.errors import (
@@ -45,7 +46,6 @@ FAST = RetryPolicy(
     max_attempts=3,
     base_delay_seconds=0.01,
     max_delay_seconds=0.05,
-    max_rate_limit_wait_seconds=5.0,
     connect_timeout_seconds=2.0,
     read_timeout_seconds=2.0,
 )
@@ -117,7 +117,7 @@ def files_in(folder: Path) -> list[str]:
     return sorted(path.name for path in folder.iterdir()) if folder.exists() else []
 
 
-def exported(outcome: ExportOutcome) -> ExportedFile:
+def exported(outcome: ExportOutcome | NothingToSend) -> ExportedFile:
     assert isinstance(outcome, ExportedFile), outcome
     return outcome
 
@@ -154,7 +154,13 @@ def test_204_is_an_empty_export_and_teaches_the_ledger_zero_bytes(
 
     outcome = make_client().export("conversation_items", WINDOW, dest)
 
-    assert outcome == EmptyExport("conversation_items", WINDOW, waited_seconds=outcome.waited_seconds, attempts=1)
+    assert outcome == EmptyExport(
+        "conversation_items",
+        WINDOW,
+        waited_seconds=outcome.waited_seconds,
+        attempts=1,
+        claim_owner=outcome.claim_owner,
+    )
     assert files_in(dest) == []
     assert ledger.observed_bytes_per_day("conversation_items") == dict.fromkeys(WINDOW.dates(), 0.0)
 
@@ -205,6 +211,30 @@ def test_a_zip_declaring_more_than_the_payload_limit_is_refused_before_decompres
     assert files_in(dest) == []
 
 
+def test_decide_narrows_the_request_when_the_slot_comes(
+    make_client: ClientFactory, api: SandboxServer, ledger: RateLedger, dest: Path
+) -> None:
+    first_day = ExportWindow(WINDOW.start, WINDOW.start)
+
+    outcome = exported(make_client().export("contact_history", WINDOW, dest, decide=lambda claims: first_day))
+
+    assert outcome.window == first_day
+    assert [(record.start_date, record.end_date) for record in logged(api, 1)] == [(str(WINDOW.start),) * 2]
+    [claim] = ledger.live_claims("contact_history")
+    assert (claim.window, claim.owner) == (first_day, outcome.claim_owner)
+
+
+def test_nothing_left_to_send_sends_nothing_and_holds_no_slot(
+    make_client: ClientFactory, api: SandboxServer, ledger: RateLedger, dest: Path
+) -> None:
+    outcome = make_client().export("contact_history", WINDOW, dest, decide=lambda claims: None)
+
+    assert isinstance(outcome, NothingToSend) and outcome.window == WINDOW
+    assert api.access_log == []
+    assert reserved_slots(ledger) == 0
+    assert ledger.live_claims("contact_history") == []
+
+
 # --- 429: waiting out the vendor's rate limit ----------------------------------------------------------------------
 
 
@@ -221,24 +251,47 @@ def test_429_waits_and_then_succeeds(
 
     assert second.attempts >= 2
     assert statuses(api, second.attempts + 1) == [200, *[429] * (second.attempts - 1), 200]
-    assert reserved_slots(ledger) == second.attempts + 1
+    # The vendor counted two exports; each 429's slot was given back, so the ledger holds exactly those two.
+    assert reserved_slots(ledger) == 2
+
+
+def test_a_429s_retry_after_holds_every_client_sharing_the_ledger(
+    make_client: ClientFactory, api: SandboxServer, ledger: RateLedger, dest: Path
+) -> None:
+    api.config = replace(api.config, min_export_interval_seconds=1.0)
+    client = make_client()
+    exported(client.export("contact_history", WINDOW, dest))
+    api.inject(Fault(status=429, retry_after=1))
+
+    exported(client.export("conversation_items", WINDOW, dest))
+
+    second, third = [record.at for record in logged(api, 3)[1:]]
+    assert (third - second).total_seconds() >= 1.0
+    assert ledger.next_slot() >= third  # the block is stored for everyone, not only for this client
 
 
 @pytest.mark.parametrize("send_retry_after", [True, False], ids=["retry-after", "no-retry-after"])
-def test_429_forever_gives_up_with_rate_limited_within_the_budget(
-    make_client: ClientFactory, api: SandboxServer, ledger: RateLedger, dest: Path, send_retry_after: bool
+def test_429_forever_stops_within_the_ledgers_wait_budget(
+    make_client: ClientFactory, api: SandboxServer, tmp_path: Path, dest: Path, send_retry_after: bool
 ) -> None:
     api.config = replace(api.config, min_export_interval_seconds=3600, send_retry_after=send_retry_after)
-    client = make_client(retry=replace(FAST, max_rate_limit_wait_seconds=0.3))
+    ledger = RateLedger(
+        LocalLedgerStore(tmp_path / "short-wait"),
+        organization=organization_key(KEY),
+        min_interval=timedelta(milliseconds=50),
+        max_per_day=1000,
+        max_wait=timedelta(seconds=0.3),
+    )
+    client = make_client(ledger=ledger)
     exported(client.export("contact_history", WINDOW, dest))
 
-    with pytest.raises(RateLimited, match="budget"):
+    with pytest.raises(RateLimited, match="HTTP 429") as stopped:
         client.export("conversation_items", WINDOW, dest)
 
-    slots = reserved_slots(ledger)
-    assert len(logged(api, slots)) == slots
-    rate_limited = statuses(api, slots)[1:]
+    assert "run again after" in str(stopped.value) and stopped.value.opens_at is not None
+    rate_limited = statuses(api, 2)[1:]
     assert rate_limited and set(rate_limited) == {429}
+    assert reserved_slots(ledger) == 1, "429s were not counted by the vendor, so they hold no slot"
     if send_retry_after:
         assert len(rate_limited) == 1  # an hour's Retry-After is beyond the budget: no pointless second try
 
@@ -295,16 +348,16 @@ def test_a_cut_off_body_is_retried_and_leaves_no_partial_file(
     assert reserved_slots(ledger) == 2
 
 
-def test_a_corrupt_body_is_retried_then_export_failed(
+def test_a_corrupt_body_is_retried_once_since_each_retry_spends_an_export(
     make_client: ClientFactory, api: SandboxServer, ledger: RateLedger, dest: Path
 ) -> None:
     api.inject(*[Fault(corrupt=True)] * 3)
 
-    with pytest.raises(ExportFailed, match=r"after 3 attempts; last cause: CorruptExport: the body is not a valid ZIP"):
+    with pytest.raises(ExportFailed, match=r"arrived broken 2 times \(last: CorruptExport: the body is not a valid"):
         make_client().export("contact_history", WINDOW, dest)
 
     assert files_in(dest) == []
-    assert reserved_slots(ledger) == len(logged(api, 3)) == 3
+    assert reserved_slots(ledger) == len(logged(api, 2)) == 2
 
 
 # --- local validation: nothing is sent, no slot is spent -----------------------------------------------------------
@@ -364,7 +417,7 @@ def test_the_key_appears_in_no_error_repr_log_or_file(
     client = make_client()
     errors: list[HatchExportError] = []
     exported(client.export("contact_history", WINDOW, dest))
-    api.inject(Fault(corrupt=True), Fault(status=500), Fault(status=500))
+    api.inject(Fault(corrupt=True), Fault(corrupt=True))
     failing: list[Callable[[], ExportOutcome]] = [
         lambda: client.export("conversation_items", WINDOW, dest),
         lambda: make_client(api_key=wrong_key).export("contact_history", WINDOW, dest),

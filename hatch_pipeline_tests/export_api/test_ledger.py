@@ -16,11 +16,14 @@ from hypothesis import strategies as st
 
 from hatch_pipeline.export_api.errors import SlotUnavailable
 from hatch_pipeline.export_api.ledger import (
+    Claim,
+    Decide,
     LedgerState,
     LedgerStore,
     LocalLedgerStore,
     RateLedger,
     earliest_free_slot,
+    new_owner,
     organization_key,
 )
 from hatch_pipeline.export_api.windows import ExportWindow
@@ -64,8 +67,10 @@ def fake_time_ledger(
     min_interval: timedelta = 5 * MINUTE,
     max_per_day: int = 100,
     max_wait: timedelta = DAY,
+    guard: timedelta = timedelta(0),
 ) -> tuple[RateLedger, FakeClock]:
-    """A ledger on a local folder (or any store) whose clock only moves when it sleeps."""
+    """A ledger on a local folder (or any store) whose clock only moves when it sleeps (no guard band unless
+    asked, so slot arithmetic reads as the vendor's interval)."""
     clock = FakeClock(T0)
     ledger = RateLedger(
         LocalLedgerStore(where) if isinstance(where, Path) else where,
@@ -73,6 +78,7 @@ def fake_time_ledger(
         min_interval=min_interval,
         max_per_day=max_per_day,
         max_wait=max_wait,
+        guard=guard,
         clock=clock,
         sleep=clock.sleep,
     )
@@ -280,6 +286,120 @@ def test_the_raw_api_key_is_refused_as_an_organization(tmp_path: Path) -> None:
         RateLedger(
             LocalLedgerStore(tmp_path), organization="hk_live_key", min_interval=MINUTE, max_per_day=1, max_wait=DAY
         )
+
+
+# --- admission: spacing from the moment of sending, 429s, claims ------------------------------------------------
+
+WINDOW = ExportWindow(date(2026, 11, 1), date(2026, 11, 3))
+OWNER = "somewhere-else/1/a"
+
+
+def send_whole(window: ExportWindow) -> Decide:
+    return lambda claims: window
+
+
+def test_the_default_guard_band_is_a_share_of_the_interval(tmp_path: Path) -> None:
+    clock = FakeClock(T0)
+    ledger = RateLedger(
+        LocalLedgerStore(tmp_path),
+        organization=ORG,
+        min_interval=5 * MINUTE,
+        max_per_day=100,
+        max_wait=DAY,
+        clock=clock,
+        sleep=clock.sleep,
+    )
+    assert ledger.guard == timedelta(seconds=3)
+    ledger.reserve()
+    assert ledger.next_slot() == slot(minutes=5, seconds=3)
+
+
+def test_a_sender_that_leaves_late_pushes_the_next_one_back(tmp_path: Path) -> None:
+    ledger, clock = fake_time_ledger(tmp_path, guard=timedelta(seconds=2))
+    late, next_one = ledger.reserve(), ledger.reserve()
+    assert next_one.slot_at == slot(minutes=5, seconds=2)
+    clock.now = slot(minutes=1)  # the first sender woke a minute late
+    first = ledger.admit(late, "contact_history", send_whole(WINDOW), owner=OWNER)
+    clock.now = next_one.slot_at
+
+    second = ledger.admit(next_one, "conversation_items", send_whole(WINDOW), owner="here/1/b")
+
+    assert first is not None and second is not None
+    assert first.sent_at == slot(minutes=1)
+    assert second.sent_at == slot(minutes=6, seconds=2)
+    assert second.waited_seconds == 60.0
+    assert ledger.store.read(ORG).slots == (first.sent_at, second.sent_at)
+
+
+def test_nothing_to_send_gives_the_slot_back(tmp_path: Path) -> None:
+    ledger, _ = fake_time_ledger(tmp_path)
+    reservation = ledger.reserve()
+
+    assert ledger.admit(reservation, "contact_history", lambda claims: None, owner=OWNER) is None
+
+    assert ledger.store.read(ORG).slots == ()
+    assert ledger.next_slot() == T0
+
+
+def test_a_429_gives_the_slot_back_and_holds_everybody_until_its_retry_after(tmp_path: Path) -> None:
+    ledger, _ = fake_time_ledger(tmp_path)
+    admitted = ledger.admit(ledger.reserve(), "contact_history", send_whole(WINDOW), owner=OWNER)
+    assert admitted is not None
+
+    ledger.cancel(admitted.sent_at, retry_after=slot(minutes=20))
+
+    assert ledger.store.read(ORG).slots == ()
+    assert ledger.next_slot() == slot(minutes=20)
+    other, _ = fake_time_ledger(tmp_path)
+    assert other.reserve().slot_at == slot(minutes=20)
+
+
+def test_decide_sees_the_live_claims_of_others_only(tmp_path: Path) -> None:
+    ledger, clock = fake_time_ledger(tmp_path)
+    seen: list[list[Claim]] = []
+
+    def decide(claims: Sequence[Claim]) -> ExportWindow:
+        seen.append(list(claims))
+        return WINDOW
+
+    ledger.admit(ledger.reserve(), "contact_history", decide, owner=OWNER)
+    ledger.admit(ledger.reserve(), "contact_history", decide, owner=OWNER)  # its own claim: not "another's"
+    ledger.admit(ledger.reserve(), "contact_history", decide, owner="here/1/b")
+    clock.now += ledger.claim_ttl
+    ledger.admit(ledger.reserve(), "contact_history", decide, owner="here/1/c")
+
+    assert [[claim.owner for claim in claims] for claims in seen] == [[], [], [OWNER], []]
+    assert [claim.owner for claim in ledger.live_claims("contact_history")] == ["here/1/c"]
+
+
+def test_a_claim_of_a_process_of_this_machine_that_died_lapses_at_once() -> None:
+    dead = multiprocessing.get_context("spawn").Process(target=int)
+    dead.start()
+    dead.join()
+    claim = Claim("contact_history", WINDOW, owner=f"{new_owner().split('/')[0]}/{dead.pid}/x", expires_at=T0 + DAY)
+    assert not claim.is_live(T0)
+    assert Claim("contact_history", WINDOW, owner=new_owner(), expires_at=T0 + DAY).is_live(T0)
+    assert Claim("contact_history", WINDOW, owner=f"other-host/{dead.pid}/x", expires_at=T0 + DAY).is_live(T0)
+
+
+def test_releasing_a_claim_lets_others_take_the_days(tmp_path: Path) -> None:
+    ledger, _ = fake_time_ledger(tmp_path)
+    ledger.admit(ledger.reserve(), "contact_history", send_whole(WINDOW), owner=OWNER)
+    ledger.release(OWNER)
+    assert ledger.live_claims("contact_history") == []
+
+
+def test_a_format_1_ledger_is_read_with_no_block_and_no_claims() -> None:
+    state = LedgerState.from_json(b'{"format": 1, "slots": ["2026-11-20T12:00:00+00:00"], "bytes_per_day": {}}', "x")
+    assert state == LedgerState(slots=(T0,))
+
+
+def test_usage_counts_the_last_24_hours(tmp_path: Path) -> None:
+    ledger, _ = fake_time_ledger(tmp_path, max_per_day=3)
+    ledger.reserve()
+    ledger.reserve()
+    usage = ledger.usage()
+    assert (usage.used_in_24h, usage.left_in_24h, usage.next_slot) == (2, 1, slot(minutes=10))
 
 
 # --- several processes against one store ------------------------------------------------------------------------

@@ -5,18 +5,20 @@ whose raw step spends as few exports as the limits allow. The assets only wire t
 Dagster's resources and report what happened as metadata.
 """
 
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Final
 from zoneinfo import ZoneInfo
 
 import dagster as dg
 from dagster import AssetExecutionContext
+from pydantic import Field
 
 from hatch_pipeline.checks import ROWS_MATCH_PARQUET, reconcile_rows
 from hatch_pipeline.export_api.windows import DataSource, ExportWindow
 from hatch_pipeline.resources import HatchBigQueryResource, HatchExportResource, HatchStorageResource
 from hatch_pipeline.schemas import SCHEMAS
-from hatch_pipeline.stages import build_parquet, land_raw, load_bigquery, table_spec
+from hatch_pipeline.stages import ExportsPaused, build_parquet, land_raw, load_bigquery, table_spec
 
 API_POOL: Final = "hatch_export_api"
 """Steps that call the vendor API share this pool; its limit of one (dagster.yaml) keeps them in single file."""
@@ -37,6 +39,49 @@ def parquet_key(source: DataSource) -> dg.AssetKey:
 
 def bigquery_key(source: DataSource) -> dg.AssetKey:
     return dg.AssetKey(["hatch", "bigquery", source])
+
+
+REFETCH_TAG: Final = "hatch/refetch"
+"""A run tag (`true`) that makes the raw assets export the run's days again, e.g. on a UI backfill."""
+REFETCH_HELP: Final = (
+    f"Stored days are never exported again. To refetch, launch the range with the run tag {REFETCH_TAG}=true "
+    "(UI backfills take tags too) or with run config ops: {<raw asset op>: {config: {refetch: true}}}."
+)
+
+
+class RawConfig(dg.Config):
+    refetch: bool = Field(
+        default=False,
+        description=(
+            "Export the run's days again even when they are stored (the new ZIPs supersede the old ones, which "
+            f"stay in the bucket). The run tag {REFETCH_TAG}=true does the same."
+        ),
+    )
+
+
+def _landed_before_pause(source: DataSource, paused: ExportsPaused) -> Iterator[dg.AssetMaterialization]:
+    """The days of a paused range that are stored, as materializations of their partitions: the UI shows them."""
+    for day in paused.stored:
+        yield dg.AssetMaterialization(
+            asset_key=raw_key(source), partition=day.isoformat(), metadata={"landed_before_pause": True}
+        )
+
+
+def _pause(context: AssetExecutionContext, paused: ExportsPaused, pauses: int) -> dg.RetryRequested | dg.Failure:
+    """Ask Dagster to retry the step when the next slot opens; the retry exports only the days still missing.
+    With no pause left, fail saying so."""
+    if context.retry_number >= pauses:
+        return dg.Failure(
+            description=f"{paused} No pause is left for this run ({context.retry_number} of "
+            f"max_quota_pauses={pauses} used): launch the range again after that time; only the days still "
+            "missing will be exported.",
+            metadata={"days_stored": len(paused.stored), "days_remaining": len(paused.remaining)},
+        )
+    wait = max((paused.opens_at - datetime.now(UTC)).total_seconds(), 0.0)
+    context.log.warning(
+        f"{paused} Pausing {wait:.0f} s, then carrying on (pause {context.retry_number + 1} of {pauses})."
+    )
+    return dg.RetryRequested(max_retries=pauses, seconds_to_wait=wait)
 
 
 def run_days(context: AssetExecutionContext) -> ExportWindow:
@@ -60,8 +105,9 @@ def build_source_assets(
         pool=API_POOL,
         kinds={"gcs"},
         description=(
-            f"{source} exports from the Hatch Bulk Export API, stored unchanged as ZIPs in GCS. A run exports its "
-            "whole partition range in as few exports as the vendor's limits allow."
+            f"{source} exports from the Hatch Bulk Export API, stored unchanged as ZIPs in GCS. A run exports only "
+            "the days of its range that have no stored export, in as few exports as the vendor's limits allow; "
+            f"stored days are reused. Refetch with run config refetch: true or the run tag {REFETCH_TAG}=true."
         ),
         group_name=GROUP,
         partitions_def=partitions_def,
@@ -69,30 +115,54 @@ def build_source_assets(
         owners=OWNERS,
     )
     def raw(
-        context: AssetExecutionContext, hatch_api: HatchExportResource, hatch_storage: HatchStorageResource
-    ) -> dg.MaterializeResult:
+        context: AssetExecutionContext,
+        config: RawConfig,
+        hatch_api: HatchExportResource,
+        hatch_storage: HatchStorageResource,
+    ) -> Iterator[dg.MaterializeResult | dg.AssetMaterialization]:
         days = run_days(context)
-        ledger = hatch_api.ledger()
-        with hatch_api.client() as client:
-            landing = land_raw(
-                source,
-                days,
-                client=client,
-                store=hatch_storage.store(),
-                observed_bytes_per_day=ledger.observed_bytes_per_day(source),
-                max_payload_bytes=hatch_api.max_payload_bytes,
-                today=datetime.now(ZoneInfo(hatch_api.timezone)).date(),
-            )
-        context.log.info(f"{source} {days}: {landing.exports} export(s), {len(landing.stored)} ZIP(s) stored")
-        return dg.MaterializeResult(
+        refetch = config.refetch or context.run.tags.get(REFETCH_TAG, "").strip().lower() == "true"
+        with hatch_api.client(log=context.log) as client:
+            try:
+                landing = land_raw(
+                    source,
+                    days,
+                    client=client,
+                    ledger=hatch_api.ledger(),
+                    store=hatch_storage.store(),
+                    max_payload_bytes=hatch_api.max_payload_bytes,
+                    today=datetime.now(ZoneInfo(hatch_api.timezone)).date(),
+                    refetch=refetch,
+                    progress=context.log.info,
+                )
+            except ExportsPaused as paused:
+                # Yielded, not logged: events logged by a step that then raises are dropped by Dagster.
+                yield from _landed_before_pause(source, paused)
+                raise _pause(context, paused, hatch_api.max_quota_pauses) from paused
+        context.log.info(
+            f"{source} {days}: {landing.exports} export(s), {len(landing.exported)} window(s) exported, "
+            f"{len(landing.reused)} stored window(s) reused"
+        )
+        yield dg.MaterializeResult(
             metadata={
-                "windows": dg.MetadataValue.json([str(window) for window in landing.windows]),
+                "windows": dg.MetadataValue.json(
+                    [
+                        {
+                            "window": str(landed.window),
+                            "how": "exported" if landed.exported else "reused",
+                            "zip": landed.zip_uri,
+                            "uncompressed_bytes": landed.uncompressed_bytes,
+                        }
+                        for landed in landing.windows
+                    ]
+                ),
                 "exports": landing.exports,
-                "splits_after_413": landing.splits,
-                "stored_zips": dg.MetadataValue.json(list(landing.stored)),
-                "compressed_bytes": landing.compressed_bytes,
-                "uncompressed_bytes": landing.uncompressed_bytes,
-                "seconds_waiting_for_slots": round(landing.waited_seconds, 1),
+                "refused_413": landing.refusals,
+                "days_exported": sum(landed.window.days for landed in landing.exported),
+                "windows_reused": len(landing.reused),
+                "refetch": refetch,
+                "how_to_refetch": REFETCH_HELP,
+                "seconds": round(landing.waited_seconds, 1),
             }
         )
 

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from datetime import date, datetime
 
 from hatch_pipeline.export_api.ledger import RateLedger, organization_key
-from hatch_pipeline.export_api.planner import estimate_daily_bytes, plan_windows
+from hatch_pipeline.export_api.planner import SizeEvidence, estimate_daily_bytes, plan_windows
 from hatch_pipeline.export_api.windows import DATA_SOURCES, ExportWindow, range_violations
 from hatch_pipeline.settings import Settings, SettingsError
 
@@ -94,7 +94,11 @@ def _plan(source: str, start: date, end: date) -> int:
         return 2
     key = _api_key()
     observed = _ledger(settings, key).observed_bytes_per_day(source) if key else {}
-    windows = plan_windows(start, end, bytes_per_day=observed, max_payload_bytes=settings.max_payload_bytes)
+    windows = plan_windows(
+        list(ExportWindow(start, end).dates()),
+        SizeEvidence(bytes_per_day=observed),
+        max_payload_bytes=settings.max_payload_bytes,
+    )
     estimates = dict(zip(ExportWindow(start, end).dates(), estimate_daily_bytes(start, end, observed), strict=True))
     basis = f"{len(observed)} observed day(s)" if observed else "no observed sizes yet (the first export measures)"
     print(f"{source} {start}..{end}: {len(windows)} export(s), sized from {basis}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -89,6 +90,15 @@ class HatchExportResource(dg.ConfigurableResource["HatchExportResource"]):
         description="First backoff delay after such a failure; it doubles per attempt, with jitter.",
     )
 
+    max_quota_pauses: int = Field(
+        default=7,
+        description=(
+            "How many times a raw step that reached the vendor's limits stops cleanly, waits for the next slot "
+            "(Dagster RetryRequested; the pool slot is given back meanwhile) and carries on with the days not yet "
+            "stored, before it fails. Each pause lasts at most until the rolling 24-hour cap opens again."
+        ),
+    )
+
     def ledger(self) -> RateLedger:
         """The rate ledger of this key's organization, in the configured store."""
         self._settings().validate()
@@ -102,8 +112,9 @@ class HatchExportResource(dg.ConfigurableResource["HatchExportResource"]):
         )
 
     @contextmanager
-    def client(self) -> Iterator[HatchExportClient]:
-        """An export client bound to the ledger; closed (connections released) when the block ends."""
+    def client(self, log: logging.Logger | None = None) -> Iterator[HatchExportClient]:
+        """An export client bound to the ledger, logging each attempt to `log` (a run's `context.log`); closed
+        (connections released) when the block ends."""
         with HatchExportClient(
             api_key=self.api_key,
             base_url=self.base_url,
@@ -112,6 +123,7 @@ class HatchExportResource(dg.ConfigurableResource["HatchExportResource"]):
             max_payload_bytes=self.max_payload_bytes,
             timezone=self.timezone,
             retry=RetryPolicy(max_attempts=self.max_attempts, base_delay_seconds=self.retry_base_delay_seconds),
+            log=log,
         ) as client:
             yield client
 

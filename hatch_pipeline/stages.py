@@ -7,8 +7,9 @@ only what the stage before it stored (invariant 3): Parquet and BigQuery never c
 from __future__ import annotations
 
 import tempfile
+import time
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -17,18 +18,23 @@ from typing import Any
 from google.cloud import bigquery
 
 from hatch_pipeline import warehouse
-from hatch_pipeline.export_api.client import ExportedFile, ExportOutcome, HatchExportClient
-from hatch_pipeline.export_api.errors import InvalidExportRequest
-from hatch_pipeline.export_api.planner import export_windows, plan_windows
-from hatch_pipeline.export_api.windows import DataSource, ExportWindow, range_violations
+from hatch_pipeline.export_api.client import ExportedFile, ExportOutcome, HatchExportClient, NothingToSend
+from hatch_pipeline.export_api.errors import HatchExportError, InvalidExportRequest, SlotUnavailable
+from hatch_pipeline.export_api.ledger import Claim, Decide, RateLedger
+from hatch_pipeline.export_api.planner import Sent, SizeEvidence, export_days
+from hatch_pipeline.export_api.windows import DataSource, ExportWindow, contiguous_windows, range_violations
 from hatch_pipeline.parsing import parse_export
 from hatch_pipeline.schemas import LINEAGE_COLUMNS, SCHEMAS, column_dtypes
 from hatch_pipeline.storage import (
     ObjectStore,
+    RawManifest,
+    newest_manifests,
     parquet_day_key,
     parquet_file_key,
     parquet_prefix,
-    raw_day_key,
+    parse_raw_manifest_key,
+    raw_manifest_key,
+    raw_manifests_prefix,
     raw_zip_key,
 )
 
@@ -41,17 +47,48 @@ class MissingUpstream(RuntimeError):
 
 
 @dataclass(frozen=True)
+class LandedWindow:
+    """One stored export that holds days of the run."""
+
+    window: ExportWindow
+    exported: bool
+    """True when this run exported it; False when an export stored earlier (by any run or machine) was reused."""
+    zip_uri: str | None
+    """None when the vendor answered 204 (no rows)."""
+    uncompressed_bytes: int
+
+
+@dataclass(frozen=True)
 class RawLanding:
-    windows: tuple[ExportWindow, ...]
-    """The windows actually exported, after any 413 splits."""
+    windows: tuple[LandedWindow, ...]
+    """Every stored export that holds the run's days, in date order."""
     exports: int
     """Requests that spent an export (413s included, retries of one window not)."""
-    splits: int
-    stored: tuple[str, ...]
-    """gs:// URIs of the ZIPs that hold the range (204 windows store none)."""
-    compressed_bytes: int
-    uncompressed_bytes: int
+    refusals: int
+    """Of which the vendor answered 413 (the window was planned again smaller)."""
     waited_seconds: float
+
+    @property
+    def exported(self) -> tuple[LandedWindow, ...]:
+        return tuple(window for window in self.windows if window.exported)
+
+    @property
+    def reused(self) -> tuple[LandedWindow, ...]:
+        return tuple(window for window in self.windows if not window.exported)
+
+
+class ExportsPaused(HatchExportError):
+    """The vendor's limits allow no further export soon: what was exported is stored, the rest waits."""
+
+    def __init__(self, source: str, stored: Sequence[date], remaining: Sequence[date], cause: SlotUnavailable):
+        windows = ", ".join(str(window) for window in contiguous_windows(remaining))
+        super().__init__(
+            f"{source}: stopped before the vendor's limits would refuse a request. {len(stored)} day(s) of the "
+            f"range are stored, {len(remaining)} remain ({windows}); nothing stored will be exported again. {cause}"
+        )
+        self.stored = tuple(stored)
+        self.remaining = tuple(remaining)
+        self.opens_at = cause.opens_at
 
 
 def check_exportable(days: ExportWindow, today: date) -> None:
@@ -64,67 +101,162 @@ def check_exportable(days: ExportWindow, today: date) -> None:
         )
 
 
+def _quiet(message: str) -> None:
+    """The default progress sink: say nothing."""
+
+
 def land_raw(
     source: DataSource,
     days: ExportWindow,
     *,
     client: HatchExportClient,
+    ledger: RateLedger,
     store: ObjectStore,
-    observed_bytes_per_day: Mapping[date, float],
     max_payload_bytes: int,
     today: date,
+    refetch: bool = False,
+    progress: Callable[[str], None] = _quiet,
+    poll_seconds: float = 5.0,
 ) -> RawLanding:
-    """Export the range in as few windows as the limits allow and store each ZIP, unchanged, as soon as it arrives,
-    then point each of its days at it; a failure half-way keeps what was already stored."""
-    check_exportable(days, today)
-    windows = plan_windows(
-        days.start, days.end, bytes_per_day=observed_bytes_per_day, max_payload_bytes=max_payload_bytes
-    )
+    """Make sure every day of the range has a stored export, exporting only the days that have none.
+
+    Days stored by any earlier run, retry or machine are reused (unless `refetch`: then only what was stored after
+    this call began counts). What to export is decided again when each request's slot has come, against what is
+    stored and what other senders have claimed at that moment, so overlapping runs export each day once: a day
+    another sender is exporting is waited for (polling every `poll_seconds`), not exported again. The plan learns
+    from every answer. Each ZIP is stored, unchanged, as soon as it arrives, then its manifest; a failure keeps
+    what was stored. When the limits allow no further export soon, raises ExportsPaused naming what remains.
+    """
+    started = datetime.now(UTC)
+    wanted = list(days.dates())
+    earlier = {} if refetch else newest_manifests(_raw_manifests(store, source), wanted)
+    todo = [day for day in wanted if day not in earlier]
+    for window in contiguous_windows(todo):
+        check_exportable(window, today)
+    landed = [_reused(store, manifest) for manifest in sorted(set(earlier.values()))]
+    covered: set[date] = set(earlier)
+
+    def stored_now() -> dict[date, RawManifest]:
+        manifests = _raw_manifests(store, source)
+        return newest_manifests([m for m in manifests if not refetch or m.exported_at >= started], todo)
+
+    def decide_for(window: ExportWindow) -> Decide:
+        def decide(claims: Sequence[Claim]) -> ExportWindow | None:
+            stored = stored_now()
+            claimed = {day for claim in claims if claim.source == source for day in claim.window.dates()}
+            free = contiguous_windows(day for day in window.dates() if day not in stored and day not in claimed)
+            return free[0] if free else None
+
+        return decide
+
     with tempfile.TemporaryDirectory(prefix="hatch-raw-") as workdir:
 
-        def export(window: ExportWindow) -> tuple[ExportOutcome, str | None]:
-            outcome = client.export(source, window, Path(workdir))
-            uri = _store_raw(store, outcome)
-            if isinstance(outcome, ExportedFile):
-                outcome.path.unlink()
-            return outcome, uri
+        def send(window: ExportWindow) -> Sent:
+            while True:
+                progress(_before_export(source, window, ledger, len(set(todo) - covered)))
+                outcome = client.export(source, window, Path(workdir), decide=decide_for(window))
+                if isinstance(outcome, NothingToSend):
+                    stored = stored_now()
+                    found = frozenset(day for day in window.dates() if day in stored)
+                    if found:
+                        landed.extend(_reused(store, manifest) for manifest in sorted({stored[d] for d in found}))
+                        covered.update(found)
+                        progress(f"{source} {window}: already stored by another run, nothing sent")
+                        return Sent(covered=found, exported=None)
+                    progress(f"{source} {window}: another run is exporting these days; waiting for its ZIP")
+                    time.sleep(poll_seconds)
+                    continue
+                stored_window = _store_raw(store, outcome)
+                ledger.release(outcome.claim_owner)
+                landed.append(stored_window)
+                covered.update(outcome.window.dates())
+                progress(_after_export(source, stored_window, len(set(todo) - covered)))
+                bytes_sent = outcome.uncompressed_bytes if isinstance(outcome, ExportedFile) else 0
+                return Sent(
+                    covered=frozenset(outcome.window.dates()), exported=outcome.window, uncompressed_bytes=bytes_sent
+                )
 
-        run = export_windows(windows, export, source=source)
-    outcomes = [outcome for _, (outcome, _) in run.results]
-    exported = [outcome for outcome in outcomes if isinstance(outcome, ExportedFile)]
+        try:
+            run = export_days(
+                todo,
+                send,
+                evidence=SizeEvidence(bytes_per_day=ledger.observed_bytes_per_day(source)),
+                max_payload_bytes=max_payload_bytes,
+                source=source,
+            )
+        except SlotUnavailable as stop:
+            raise ExportsPaused(source, sorted(covered), [day for day in wanted if day not in covered], stop) from stop
     return RawLanding(
-        windows=tuple(window for window, _ in run.results),
+        windows=tuple(sorted(landed, key=lambda window: window.window)),
         exports=run.requests,
-        splits=run.splits,
-        stored=tuple(uri for _, (_, uri) in run.results if uri is not None),
-        compressed_bytes=sum(outcome.compressed_bytes for outcome in exported),
-        uncompressed_bytes=sum(outcome.uncompressed_bytes for outcome in exported),
-        waited_seconds=sum(outcome.waited_seconds for outcome in outcomes),
+        refusals=run.refusals,
+        waited_seconds=(datetime.now(UTC) - started).total_seconds(),
     )
 
 
-def _store_raw(store: ObjectStore, outcome: ExportOutcome) -> str | None:
-    """Store the ZIP (content-addressed: never replaced by other bytes), then record it for each of its days."""
-    pointer: dict[str, Any] = {
+def _before_export(source: str, window: ExportWindow, ledger: RateLedger, days_left: int) -> str:
+    usage = ledger.usage()
+    return (
+        f"{source} {window}: exporting {window.days} day(s) ({days_left} of the run still to store); "
+        f"{usage.used_in_24h} export(s) used in the last 24 h, {usage.left_in_24h} left; "
+        f"next slot {usage.next_slot.isoformat(timespec='seconds')}"
+    )
+
+
+def _after_export(source: str, landed: LandedWindow, days_left: int) -> str:
+    what = f"stored {landed.zip_uri} ({landed.uncompressed_bytes:,} bytes)" if landed.zip_uri else "no rows (204)"
+    return f"{source} {landed.window}: exported, {what}; {days_left} day(s) of the run still to store"
+
+
+def _raw_manifests(store: ObjectStore, source: DataSource) -> list[RawManifest]:
+    return [m for key in store.list_keys(raw_manifests_prefix(source)) if (m := parse_raw_manifest_key(key))]
+
+
+def _reused(store: ObjectStore, manifest: RawManifest) -> LandedWindow:
+    document = _manifest_document(store, manifest)
+    zip_key = document.get("zip")
+    return LandedWindow(
+        window=manifest.window,
+        exported=False,
+        zip_uri=store.uri(zip_key) if zip_key else None,
+        uncompressed_bytes=int(document.get("uncompressed_bytes", 0)),
+    )
+
+
+def _manifest_document(store: ObjectStore, manifest: RawManifest) -> dict[str, Any]:
+    document = store.get_json(manifest.key)
+    if document is None:
+        raise MissingUpstream(f"the raw manifest {store.uri(manifest.key)} vanished while it was being read")
+    return document
+
+
+def _store_raw(store: ObjectStore, outcome: ExportOutcome) -> LandedWindow:
+    """Store the ZIP (content-addressed: never replaced by other bytes), then its manifest, which makes its days
+    count as stored: a crash in between costs the export again, never a day pointing at a missing file."""
+    exported_at = datetime.now(UTC)
+    manifest: dict[str, Any] = {
         "source": outcome.source,
         "window": [outcome.window.start.isoformat(), outcome.window.end.isoformat()],
-        "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "exported_at": exported_at.isoformat(),
         "zip": None,
     }
     uri = None
+    uncompressed = 0
     if isinstance(outcome, ExportedFile):
         key = raw_zip_key(outcome.source, outcome.path.stem, outcome.sha256)
         store.put_file_once(key, outcome.path, "application/zip")
+        outcome.path.unlink()
         uri = store.uri(key)
-        pointer |= {
+        uncompressed = outcome.uncompressed_bytes
+        manifest |= {
             "zip": key,
             "sha256": outcome.sha256,
             "output_format": outcome.output_format,
-            "uncompressed_bytes": outcome.uncompressed_bytes,
+            "compressed_bytes": outcome.compressed_bytes,
+            "uncompressed_bytes": uncompressed,
         }
-    for day in outcome.window.dates():
-        store.put_json(raw_day_key(outcome.source, day), {**pointer, "day": day.isoformat()})
-    return uri
+    store.put_json(raw_manifest_key(outcome.source, outcome.window, exported_at), manifest)
+    return LandedWindow(window=outcome.window, exported=True, zip_uri=uri, uncompressed_bytes=uncompressed)
 
 
 # --- parquet ------------------------------------------------------------------------------------------------------
@@ -151,11 +283,19 @@ def build_parquet(
     date_column: str | None = None,
 ) -> ParquetBuild:
     """Parse the stored ZIPs that hold the range into one Parquet file per day (none for a day without rows)."""
-    pointers = {day: _require(store, raw_day_key(source, day), f"hatch/raw/{source}", day) for day in days.dates()}
+    wanted = list(days.dates())
+    newest = newest_manifests(_raw_manifests(store, source), wanted)
+    missing = [day for day in wanted if day not in newest]
+    if missing:
+        raise MissingUpstream(
+            f"hatch/raw/{source} has no stored export for {', '.join(str(w) for w in contiguous_windows(missing))} "
+            f"(no manifest under {store.uri(raw_manifests_prefix(source))}); materialize hatch/raw/{source} for "
+            "those days first"
+        )
+    documents = {manifest: _manifest_document(store, manifest) for manifest in set(newest.values())}
     by_zip: dict[tuple[str | None, date, date], list[date]] = defaultdict(list)
-    for day, pointer in pointers.items():
-        start, end = (date.fromisoformat(value) for value in pointer["window"])
-        by_zip[(pointer["zip"], start, end)].append(day)
+    for day, manifest in newest.items():
+        by_zip[(documents[manifest]["zip"], manifest.window.start, manifest.window.end)].append(day)
 
     rows_by_day: dict[date, int] = {}
     columns: dict[str, None] = {}

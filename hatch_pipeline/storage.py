@@ -3,7 +3,9 @@
 Layout under `gs://BUCKET/PREFIX/`:
   raw/S/S_A_B-<sha256[:16]>.zip        a vendor ZIP exactly as received; the name carries its hash, so a stored ZIP
                                        is never replaced by different bytes (a re-export that differs gets a new name)
-  raw/S/days/YYYY-MM-DD.json           which stored ZIP holds that day (or that the vendor answered 204)
+  raw/S/exports/<UTC stamp>_A_B.json  one manifest per export of days A..B: which ZIP holds them (or that the
+                                       vendor answered 204). The newest manifest covering a day wins, so the
+                                       names alone (one listing) tell which days are stored and since when
   parquet/S/export_date=YYYY-MM-DD/part-0.parquet
                                        that day's rows; absent when the day has none
   parquet/S/days/YYYY-MM-DD.json       the day's row count and columns, for reconciliation
@@ -13,12 +15,16 @@ from __future__ import annotations
 
 import contextlib
 import json
-from datetime import date
+import re
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from google.api_core.exceptions import NotFound, PreconditionFailed
 from google.cloud import storage
+
+from hatch_pipeline.export_api.windows import ExportWindow
 
 
 class ObjectStore:
@@ -76,6 +82,11 @@ class ObjectStore:
         document: dict[str, Any] = json.loads(data)
         return document
 
+    def list_keys(self, prefix: str) -> list[str]:
+        """Every key under `prefix` (one listing, paged by the client), relative to the store's prefix."""
+        strip = len(self._name(""))
+        return [blob.name[strip:] for blob in self._bucket.client.list_blobs(self._bucket, prefix=self._name(prefix))]
+
     def _name(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
 
@@ -84,8 +95,50 @@ def raw_zip_key(source: str, archive_stem: str, sha256: str) -> str:
     return f"raw/{source}/{archive_stem}-{sha256[:16]}.zip"
 
 
-def raw_day_key(source: str, day: date) -> str:
-    return f"raw/{source}/days/{day.isoformat()}.json"
+_STAMP: Final = "%Y%m%dT%H%M%S%fZ"
+_DAY: Final = r"\d{4}-\d{2}-\d{2}"
+_MANIFEST_NAME: Final = re.compile(rf"(?P<stamp>\d{{8}}T\d{{12}}Z)_(?P<start>{_DAY})_(?P<end>{_DAY})\.json")
+
+
+@dataclass(frozen=True, order=True)
+class RawManifest:
+    """One export as its manifest's name tells it: when it was stored, and which days it holds."""
+
+    exported_at: datetime
+    window: ExportWindow
+    key: str
+
+
+def raw_manifests_prefix(source: str) -> str:
+    return f"raw/{source}/exports/"
+
+
+def raw_manifest_key(source: str, window: ExportWindow, exported_at: datetime) -> str:
+    """Names sort by time, so among manifests covering a day the newest is the last."""
+    stamp = exported_at.astimezone(UTC).strftime(_STAMP)
+    return f"{raw_manifests_prefix(source)}{stamp}_{window.start.isoformat()}_{window.end.isoformat()}.json"
+
+
+def parse_raw_manifest_key(key: str) -> RawManifest | None:
+    """The manifest a key names, or None for anything else under the prefix."""
+    match = _MANIFEST_NAME.fullmatch(key.rsplit("/", 1)[-1])
+    if match is None:
+        return None
+    return RawManifest(
+        exported_at=datetime.strptime(match["stamp"], _STAMP).replace(tzinfo=UTC),
+        window=ExportWindow(date.fromisoformat(match["start"]), date.fromisoformat(match["end"])),
+        key=key,
+    )
+
+
+def newest_manifests(manifests: list[RawManifest], days: list[date]) -> dict[date, RawManifest]:
+    """For each of `days` that some manifest covers, the newest such manifest."""
+    newest: dict[date, RawManifest] = {}
+    for manifest in sorted(manifests):
+        for day in manifest.window.dates():
+            newest[day] = manifest
+    wanted = set(days)
+    return {day: manifest for day, manifest in sorted(newest.items()) if day in wanted}
 
 
 def parquet_prefix(source: str) -> str:

@@ -172,7 +172,7 @@ class HatchExportClient:
         today: Callable[[], date] | None = None,
         sleep: Callable[[float], None] = time.sleep,
         transport: httpx.BaseTransport | None = None,
-        log: logging.Logger | logging.LoggerAdapter[logging.Logger] = _LOG,
+        log: logging.Logger | logging.LoggerAdapter[logging.Logger] | None = None,
     ) -> None:
         validate_base_url(base_url)
         _check_api_key(api_key)
@@ -188,7 +188,7 @@ class HatchExportClient:
         self._retry = retry
         self._today = today or (lambda: datetime.now(zone).date())
         self._sleep = sleep
-        self._log = log
+        self._log = log or _LOG
         self._http = httpx.Client(
             base_url=base_url,
             # identity: a ZIP gains nothing from gzip, and the file on disk is then byte for byte what was sent.

@@ -8,16 +8,12 @@ Pure functions: no I/O, no clock, no Dagster.
 from __future__ import annotations
 
 import math
-from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
-from typing import Generic, TypeVar
 
 from hatch_pipeline.export_api.errors import PayloadTooLarge
-from hatch_pipeline.export_api.windows import MAX_WINDOW_DAYS, ExportWindow
-
-T = TypeVar("T")
+from hatch_pipeline.export_api.windows import MAX_WINDOW_DAYS, ExportWindow, contiguous_windows
 
 
 def estimate_daily_bytes(start: date, end: date, bytes_per_day: Mapping[date, float]) -> list[float]:
@@ -38,27 +34,42 @@ def estimate_daily_bytes(start: date, end: date, bytes_per_day: Mapping[date, fl
     return [float(bytes_per_day.get(start + timedelta(days=offset), fallback)) for offset in range(days)]
 
 
+@dataclass(frozen=True)
+class SizeEvidence:
+    """What is known of one source's uncompressed bytes per day."""
+
+    bytes_per_day: Mapping[date, float] = field(default_factory=dict)
+    """Observed sizes (an export's bytes spread over its days), from the ledger and this run."""
+    refused: tuple[ExportWindow, ...] = ()
+    """Windows the vendor answered 413 for in this run: each holds more than the payload limit."""
+
+    def with_export(self, window: ExportWindow, uncompressed_bytes: int) -> SizeEvidence:
+        share = uncompressed_bytes / window.days
+        return replace(self, bytes_per_day={**self.bytes_per_day, **dict.fromkeys(window.dates(), share)})
+
+    def with_refusal(self, window: ExportWindow) -> SizeEvidence:
+        return replace(self, refused=(*self.refused, window))
+
+
 def plan_windows(
-    start: date,
-    end: date,
+    days: Sequence[date],
+    evidence: SizeEvidence,
     *,
-    bytes_per_day: Mapping[date, float],
     max_payload_bytes: int,
     safety_margin: float = 0.8,
     max_window_days: int = MAX_WINDOW_DAYS,
 ) -> list[ExportWindow]:
-    """The fewest contiguous windows covering start..end, each within the day limit and the byte budget.
+    """The fewest contiguous windows covering exactly `days` (a window never spans a day not in `days`), each
+    within the day limit and the byte budget; the first is sent next, and the rest is planned again after it.
 
-    The budget is `safety_margin * max_payload_bytes` of estimated bytes (see `estimate_daily_bytes`). A single
-    day whose estimate alone exceeds it still gets a one-day window: only the vendor's 413 can tell for sure.
+    The budget is `safety_margin * max_payload_bytes` of estimated bytes (see `estimate_daily_bytes`); a window
+    the vendor refused is never planned again whole. A single day whose estimate alone exceeds the budget still
+    gets a one-day window: only the vendor's 413 can tell for sure.
 
-    Greedy packing (make each window as long as it may be) is optimal. A window is allowed when it spans at
-    most `max_window_days` and its estimate fits the budget, or it is a single day; since daily estimates are
-    non-negative, every shorter window inside an allowed one is allowed too. Then, by induction, after k
-    windows the greedy plan reaches at least as far as any valid plan's first k windows: if any plan's k-th
-    window ends at day e, the greedy k-th window starts no later than that window's start, and the span from
-    the greedy start to e lies inside that window, hence is allowed, so greedy reaches e or beyond. Greedy
-    therefore never needs more windows than any other plan.
+    Greedy packing (make each window as long as it may be) is optimal within each run of consecutive days. A
+    window is allowed when it spans at most `max_window_days`, its estimate fits the budget and it lies inside
+    no refused window, or it is a single day; every shorter window inside an allowed one is allowed too. Then,
+    by induction, after k windows the greedy plan reaches at least as far as any valid plan's first k windows.
     """
     if max_payload_bytes <= 0:
         raise ValueError(f"max_payload_bytes must be positive, got {max_payload_bytes}")
@@ -66,22 +77,25 @@ def plan_windows(
         raise ValueError(f"safety_margin must be in (0, 1] (a share of the payload limit), got {safety_margin}")
     if not 1 <= max_window_days <= MAX_WINDOW_DAYS:
         raise ValueError(f"max_window_days must be between 1 and the vendor's {MAX_WINDOW_DAYS}, got {max_window_days}")
-    estimates = estimate_daily_bytes(start, end, bytes_per_day)
     budget = safety_margin * max_payload_bytes
-
     windows: list[ExportWindow] = []
-    first = 0
-    while first < len(estimates):
-        last = first
-        # fsum is exactly rounded, so whether a window fits does not depend on how it was summed.
-        while (
-            last + 1 < len(estimates)
-            and last + 2 - first <= max_window_days
-            and math.fsum(estimates[first : last + 2]) <= budget
-        ):
-            last += 1
-        windows.append(ExportWindow(start + timedelta(days=first), start + timedelta(days=last)))
-        first = last + 1
+    for run in contiguous_windows(days):
+        estimates = estimate_daily_bytes(run.start, run.end, evidence.bytes_per_day)
+        for refused in evidence.refused:  # a refused window holds more than the limit: at least this per day
+            floor = (max_payload_bytes + 1) / refused.days
+            for offset, day in enumerate(ExportWindow(run.start, run.end).dates()):
+                if refused.start <= day <= refused.end:
+                    estimates[offset] = max(estimates[offset], floor)
+        first = 0
+        while first < len(estimates):
+            last = first
+            while last + 1 < len(estimates):
+                longer = ExportWindow(run.start + timedelta(days=first), run.start + timedelta(days=last + 1))
+                if longer.days > max_window_days or math.fsum(estimates[first : last + 2]) > budget:
+                    break
+                last += 1
+            windows.append(ExportWindow(run.start + timedelta(days=first), run.start + timedelta(days=last)))
+            first = last + 1
     return windows
 
 
@@ -101,37 +115,59 @@ class DayExceedsPayloadLimit(PayloadTooLarge):
 
 
 @dataclass(frozen=True)
-class WindowsExported(Generic[T]):
-    """What `export_windows` did: the results and what they cost in rate-limited requests."""
+class Sent:
+    """What one `send` achieved."""
 
-    results: list[tuple[ExportWindow, T]]
-    """In date order, one per window actually exported."""
+    covered: frozenset[date]
+    """Days of the asked window now stored (never empty)."""
+    exported: ExportWindow | None
+    """The window actually requested; None when nothing was sent (another run had stored the days)."""
+    uncompressed_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class ExportRun:
     requests: int
-    """Exports attempted, 413s included: each spent a slot."""
-    splits: int
-    """How many times a window was halved after a 413."""
+    """Exports sent, 413s included: each spent a slot."""
+    refusals: int
+    """Of which the vendor answered 413."""
+    windows: tuple[ExportWindow, ...]
+    """Windows exported successfully, in order."""
 
 
-def export_windows(
-    windows: Sequence[ExportWindow], export: Callable[[ExportWindow], T], *, source: str
-) -> WindowsExported[T]:
-    """Export each window in order, halving any window of 2+ days that the vendor refuses with a 413.
-
-    The halves go in front of the remaining windows, so results stay in date order. Every split shortens a
-    window, so this ends: in results, or in `DayExceedsPayloadLimit` when one day alone is too large.
-    Any other exception propagates unchanged. `source` only names the data source in that error.
-    """
-    pending = deque(windows)
-    results: list[tuple[ExportWindow, T]] = []
-    requests = splits = 0
-    while pending:
-        window = pending.popleft()
-        requests += 1
+def export_days(
+    days: Sequence[date],
+    send: Callable[[ExportWindow], Sent],
+    *,
+    evidence: SizeEvidence,
+    max_payload_bytes: int,
+    source: str,
+    max_window_days: int = MAX_WINDOW_DAYS,
+) -> ExportRun:
+    """Plan the remaining days, send the first window, learn from the answer, plan again, until every day is
+    covered. A 413 (PayloadTooLarge from `send`) is learned and the window re-planned smaller; a refused single
+    day raises DayExceedsPayloadLimit. Any other exception propagates (the caller knows what it stored)."""
+    remaining = sorted(set(days))
+    requests = refusals = 0
+    exported: list[ExportWindow] = []
+    while remaining:
+        window = plan_windows(
+            remaining, evidence, max_payload_bytes=max_payload_bytes, max_window_days=max_window_days
+        )[0]
         try:
-            results.append((window, export(window)))
+            sent = send(window)
         except PayloadTooLarge as too_large:
+            requests += 1
+            refusals += 1
             if window.days < 2:
                 raise DayExceedsPayloadLimit(source, window.start) from too_large
-            pending.extendleft(reversed(window.split()))
-            splits += 1
-    return WindowsExported(results=results, requests=requests, splits=splits)
+            evidence = evidence.with_refusal(too_large.window)
+            continue
+        if not sent.covered:
+            raise ValueError(f"send({window}) covered no day; it must store at least one day or raise")
+        if sent.exported is not None:
+            requests += 1
+            exported.append(sent.exported)
+            evidence = evidence.with_export(sent.exported, sent.uncompressed_bytes)
+        remaining = [day for day in remaining if day not in sent.covered]
+    return ExportRun(requests=requests, refusals=refusals, windows=tuple(exported))

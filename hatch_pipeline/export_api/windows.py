@@ -6,7 +6,7 @@ The rules live here once; the client checks them before sending and the sandbox 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Final, Literal, get_args
@@ -52,6 +52,17 @@ class ExportWindow:
             raise ValueError(f"a one-day window ({self}) cannot be split")
         middle = self.start + timedelta(days=(self.days + 1) // 2 - 1)
         return ExportWindow(self.start, middle), ExportWindow(middle + timedelta(days=1), self.end)
+
+
+def contiguous_windows(days: Iterable[date]) -> list[ExportWindow]:
+    """The runs of consecutive days among `days`, as windows in date order (duplicates ignored)."""
+    windows: list[ExportWindow] = []
+    for day in sorted(set(days)):
+        if windows and windows[-1].end + timedelta(days=1) == day:
+            windows[-1] = ExportWindow(windows[-1].start, day)
+        else:
+            windows.append(ExportWindow(day, day))
+    return windows
 
 
 def earliest_allowed_day(today: date) -> date:

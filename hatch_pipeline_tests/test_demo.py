@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from hatch_pipeline.local_services import gcs_local_root
+
 
 def test_the_demo_lands_both_sources_and_reports_them(tmp_path: Path) -> None:
     command = [str(Path(sys.executable).with_name("hatch-pipeline")), "demo", "--no-ui", "--days", "2"]
@@ -20,4 +22,4 @@ def test_the_demo_lands_both_sources_and_reports_them(tmp_path: Path) -> None:
         match = re.search(rf"hatch-demo\.hatch\.{source}: ([\d,]+) rows over 2 days", finished.stdout)
         assert match is not None, finished.stdout
         assert int(match.group(1).replace(",", "")) > 0
-    assert any((tmp_path / ".hatch_demo" / "gcs" / ".cloudstorage" / "hatch-demo" / "hatch" / "raw").rglob("*.zip"))
+    assert any((gcs_local_root(tmp_path / ".hatch_demo" / "gcs") / "hatch-demo" / "hatch" / "raw").rglob("*.zip"))

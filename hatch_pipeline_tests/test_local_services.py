@@ -1,16 +1,20 @@
-"""The local emulators start, serve the official clients, and stop; failures say what went wrong."""
+"""The local emulators start, serve the official clients, and stop; failures say what went wrong. The GCS emulator
+enforces generation preconditions, which the rate ledger and `ObjectStore.put_file_once` rely on."""
 
 from __future__ import annotations
 
 import socket
 import sys
-from collections.abc import Iterator
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from google.api_core.exceptions import PreconditionFailed
 from google.cloud import bigquery
-from google.cloud.storage import Bucket
+from google.cloud.storage import Blob, Bucket
+from google.cloud.storage import Client as StorageClient
 
 from hatch_pipeline.local_services import (
     EmulatorStartError,
@@ -23,7 +27,11 @@ from hatch_pipeline.local_services import (
     storage_client,
     venv_executable,
 )
+from hatch_pipeline.storage import ObjectStore
 from hatch_pipeline_tests.gcp_fixtures import LocalGcp
+
+Upload = Callable[[Blob, bytes, int], None]
+"""Write the bytes to the blob only if its generation is still the given one (0: only if it does not exist)."""
 
 
 @pytest.fixture
@@ -45,8 +53,65 @@ def refuses_connections(endpoint: str) -> bool:
 def test_objects_written_through_the_storage_client_are_plain_files(gcs_bucket: Bucket, local_gcp: LocalGcp) -> None:
     gcs_bucket.blob("raw/contact_history/2026-03-01.zip").upload_from_string(b"PK\x03\x04 zip bytes")
 
-    stored = gcs_local_root(local_gcp.gcs_data_dir) / gcs_bucket.name / "raw/contact_history/2026-03-01.zip"
-    assert stored.read_bytes() == b"PK\x03\x04 zip bytes"
+    folder = gcs_local_root(local_gcp.gcs_data_dir) / gcs_bucket.name
+    assert (folder / "raw/contact_history/2026-03-01.zip").read_bytes() == b"PK\x03\x04 zip bytes"
+    # Metadata lives in an extended attribute, not in sidecar files that a load of `gs://.../*` would pick up.
+    assert [path for path in folder.rglob("*") if path.is_file()] == [folder / "raw/contact_history/2026-03-01.zip"]
+
+
+def upload_string(blob: Blob, data: bytes, generation: int) -> None:
+    blob.upload_from_string(data, if_generation_match=generation)
+
+
+def upload_file(blob: Blob, data: bytes, generation: int) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "upload.bin"
+        path.write_bytes(data)
+        blob.upload_from_filename(str(path), if_generation_match=generation)
+
+
+@pytest.mark.parametrize("upload", [upload_string, upload_file])
+def test_the_gcs_emulator_refuses_a_write_at_a_stale_generation(gcs_bucket: Bucket, upload: Upload) -> None:
+    name = "hatch/ledger/org.json"
+    upload(gcs_bucket.blob(name), b"first", 0)
+    with pytest.raises(PreconditionFailed):
+        upload(gcs_bucket.blob(name), b"second", 0)
+    reader = gcs_bucket.blob(name)
+    assert reader.download_as_bytes() == b"first"
+    read_at = reader.generation  # from the download's own response, as the ledger reads it
+    assert read_at
+
+    upload(gcs_bucket.blob(name), b"third", read_at)
+    with pytest.raises(PreconditionFailed):
+        upload(gcs_bucket.blob(name), b"fourth", read_at)
+    assert gcs_bucket.blob(name).download_as_bytes() == b"third"
+
+
+@pytest.mark.xfail(
+    raises=pytest.fail.Exception,
+    strict=True,
+    reason="fake-gcs-server 1.54 (the wheel's) ignores preconditions on resumable uploads; 1.55 enforces them",
+)
+def test_the_gcs_emulator_refuses_a_resumable_upload_at_a_stale_generation(gcs_bucket: Bucket) -> None:
+    big = bytes(9 * 1024 * 1024)  # above 8 MiB the client uploads resumable instead of in one request
+    upload_file(gcs_bucket.blob("big.bin"), big, 0)
+    with pytest.raises(PreconditionFailed):
+        upload_file(gcs_bucket.blob("big.bin"), big, 0)
+
+
+def test_put_file_once_loses_a_race_without_replacing_the_object(
+    gcs_client: StorageClient, gcs_bucket: Bucket, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ours, theirs = tmp_path / "ours.zip", tmp_path / "theirs.zip"
+    ours.write_bytes(b"ours")
+    theirs.write_bytes(b"theirs")
+    store = ObjectStore(gcs_client, gcs_bucket.name, "hatch")
+    assert store.put_file_once("raw/a.zip", theirs, "application/zip")
+    # The rival wrote between our existence check and our upload: only the precondition stands in the way now.
+    monkeypatch.setattr(Blob, "exists", lambda *_args, **_kwargs: False)
+
+    assert not store.put_file_once("raw/a.zip", ours, "application/zip")
+    assert gcs_bucket.blob("hatch/raw/a.zip").download_as_bytes() == b"theirs"
 
 
 def test_clients_accept_an_emulator_host_without_scheme(local_gcp: LocalGcp, gcs_bucket: Bucket) -> None:

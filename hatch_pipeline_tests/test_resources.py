@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -10,16 +9,16 @@ from typing import Any
 
 import dagster as dg
 import pytest
+from google.cloud.storage import Bucket
 
 from hatch_pipeline.export_api.client import ExportedFile
 from hatch_pipeline.export_api.gcs_ledger import GcsLedgerStore
 from hatch_pipeline.export_api.ledger import LocalLedgerStore, organization_key
 from hatch_pipeline.export_api.windows import ExportWindow
-from hatch_pipeline.local_services import storage_client
 from hatch_pipeline.resources import HatchExportResource
 from hatch_pipeline.sandbox.server import SandboxServer
 from hatch_pipeline.settings import SettingsError
-from hatch_pipeline_tests.fake_gcs import fake_gcs_server
+from hatch_pipeline_tests.gcp_fixtures import LocalGcp
 
 KEY = "sk-test-7f41aa-resource-secret"
 ORGANIZATION = "org-resource-tests"
@@ -29,13 +28,6 @@ ORGANIZATION = "org-resource-tests"
 def api(sandbox: SandboxServer) -> SandboxServer:
     sandbox.config = replace(sandbox.config, api_keys={KEY: ORGANIZATION}, rows_per_day=5)
     return sandbox
-
-
-@pytest.fixture
-def gcs_endpoint(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    with fake_gcs_server() as endpoint:
-        monkeypatch.setenv("STORAGE_EMULATOR_HOST", endpoint)
-        yield endpoint
 
 
 def test_the_key_shows_in_no_repr(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -69,17 +61,16 @@ def test_ledger_follows_the_configuration(tmp_path: Path) -> None:
     assert isinstance(ledger.store, LocalLedgerStore) and ledger.store.folder == tmp_path / "ledger"
 
 
-def test_a_gs_ledger_url_keeps_the_ledger_in_the_bucket(gcs_endpoint: str, tmp_path: Path) -> None:
-    storage_client("test", gcs_endpoint).create_bucket("hatch-ledger-test")
+def test_a_gs_ledger_url_keeps_the_ledger_in_the_bucket(gcp_emulator_env: LocalGcp, gcs_bucket: Bucket) -> None:
     resource = HatchExportResource(
-        api_key=KEY, ledger_url="gs://hatch-ledger-test/hatch/", min_export_interval_seconds=0
+        api_key=KEY, ledger_url=f"gs://{gcs_bucket.name}/hatch/", min_export_interval_seconds=0
     )
 
     ledger = resource.ledger()
     ledger.reserve()
 
     assert isinstance(ledger.store, GcsLedgerStore)
-    blobs = list(storage_client("test", gcs_endpoint).list_blobs("hatch-ledger-test"))
+    blobs = list(gcs_bucket.list_blobs())
     assert [blob.name for blob in blobs] == [f"hatch/ledger/{organization_key(KEY)}.json"]
     assert KEY.encode() not in blobs[0].download_as_bytes()
     assert len(ledger.store.read(ledger.organization).slots) == 1

@@ -95,7 +95,4 @@ class GcsLedgerStore:
         except NotFound:
             return LedgerState(), 0
         # download_as_bytes takes the generation from the same response, so state and generation always match.
-        # gcp-storage-emulator sends none with the media (and ignores preconditions): ask for the metadata then.
-        if blob.generation is None:
-            blob.reload()
-        return LedgerState.from_json(data, f"gs://{self.bucket}/{name}"), int(blob.generation or 0)
+        return LedgerState.from_json(data, f"gs://{self.bucket}/{name}"), int(blob.generation)

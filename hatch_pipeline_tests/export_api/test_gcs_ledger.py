@@ -1,14 +1,12 @@
-"""The GCS ledger store against a real fake-gcs-server: generation preconditions, retries, processes, no key."""
+"""The GCS ledger store against the session's fake-gcs-server: generation preconditions, retries, processes, no key."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from datetime import date, timedelta
 from functools import partial
 
 import pytest
-from google.api_core.exceptions import PreconditionFailed
+from google.cloud.storage import Bucket
 
 from hatch_pipeline.export_api.gcs_ledger import GcsLedgerStore, LedgerContended
 from hatch_pipeline.export_api.ledger import LedgerState, organization_key
@@ -23,40 +21,26 @@ from hatch_pipeline_tests.export_api.test_ledger import (
     fake_time_ledger,
     reserve_from_processes,
 )
-from hatch_pipeline_tests.fake_gcs import fake_gcs_server
+from hatch_pipeline_tests.gcp_fixtures import LocalGcp
 
 PREFIX = "hatch"
 
 
-@pytest.fixture(scope="module")
-def gcs_endpoint() -> Iterator[str]:
-    with fake_gcs_server() as endpoint:
-        yield endpoint
+@pytest.fixture
+def gcs_endpoint(local_gcp: LocalGcp) -> str:
+    return local_gcp.gcs_endpoint
 
 
 @pytest.fixture
-def bucket(gcs_endpoint: str) -> str:
-    """A fresh bucket per test, so tests sharing the server never see each other's ledgers."""
-    name = f"ledger-{uuid.uuid4().hex[:12]}"
-    storage_client("test", gcs_endpoint).create_bucket(name)
+def bucket(gcs_bucket: Bucket) -> str:
+    """A fresh bucket's name: stores are built from strings, so that spawned processes can build their own."""
+    name: str = gcs_bucket.name
     return name
 
 
 def gcs_store(endpoint: str, bucket: str) -> GcsLedgerStore:
     """Module-level so a spawned process can build its own client and store from two strings."""
     return GcsLedgerStore(storage_client("test", endpoint), bucket, PREFIX)
-
-
-def test_fake_gcs_server_answers_a_stale_generation_with_412(gcs_endpoint: str, bucket: str) -> None:
-    blob = storage_client("test", gcs_endpoint).bucket(bucket).blob("probe")
-    blob.upload_from_string(b"first", if_generation_match=0)
-    with pytest.raises(PreconditionFailed):
-        blob.upload_from_string(b"second", if_generation_match=0)
-    generation = blob.generation
-    blob.upload_from_string(b"third", if_generation_match=generation)
-    with pytest.raises(PreconditionFailed):
-        blob.upload_from_string(b"fourth", if_generation_match=generation)
-    assert blob.download_as_bytes() == b"third"
 
 
 def test_a_concurrent_write_is_detected_and_the_change_retried(gcs_endpoint: str, bucket: str) -> None:

@@ -75,7 +75,7 @@ def run_demo(*, ui_port: int, days: int, serve_ui: bool) -> int:
         for name in ("HATCH_FIRST_PARTITION", "HATCH_GCS_PREFIX", "HATCH_BQ_DATASET", "HATCH_OUTPUT_FORMAT"):
             env.pop(name, None)
         print(f"Materializing group hatch for {first}..{yesterday} as one range run ...", flush=True)
-        materialized = subprocess.run(_materialize_command(first, yesterday), env=env, cwd=dagster_home, check=False)
+        materialized = subprocess.run(materialize_command(first, yesterday), env=env, cwd=dagster_home, check=False)
         if materialized.returncode != 0:
             print("The demo run failed; its logs are above.", file=sys.stderr)
             return materialized.returncode
@@ -90,7 +90,8 @@ def run_demo(*, ui_port: int, days: int, serve_ui: bool) -> int:
             return 0
 
 
-def _materialize_command(first: date, last: date) -> list[str]:
+def materialize_command(first: date, last: date, select: str = "group:hatch") -> list[str]:
+    """`dagster asset materialize` of `select` for first..last as one range run, as a user backfills."""
     return [
         str(venv_executable("dagster")),
         "asset",
@@ -98,7 +99,7 @@ def _materialize_command(first: date, last: date) -> list[str]:
         "-m",
         "hatch_pipeline.definitions",
         "--select",
-        "group:hatch",
+        select,
         "--partition-range",
         f"{first.isoformat()}...{last.isoformat()}",
     ]

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import os
+import shutil
 import uuid
 import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -21,6 +24,7 @@ from google.cloud.storage import Client as StorageClient
 
 from hatch_pipeline.assets import bigquery_key, build_source_assets, parquet_key, raw_key
 from hatch_pipeline.automation import daily_partitions
+from hatch_pipeline.demo import PROJECT_ROOT
 from hatch_pipeline.export_api.windows import DataSource, ExportWindow, OutputFormat, parse_day
 from hatch_pipeline.local_services import bigquery_client
 from hatch_pipeline.resources import HatchBigQueryResource, HatchExportResource, HatchStorageResource
@@ -95,6 +99,26 @@ class Pipeline:
             },
             raise_on_error=raise_on_error,
         )
+
+    def cli_env(self, dagster_home: Path, **settings: str) -> dict[str, str]:
+        """The environment of a `dagster` command run against this installation, as a deployment sets it:
+        HATCH_* variables, the emulators, and a DAGSTER_HOME holding the project's dagster.yaml."""
+        dagster_home.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(PROJECT_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
+        environment = {name: value for name, value in os.environ.items() if not name.startswith("HATCH_")}
+        return {
+            **environment,
+            "DAGSTER_HOME": str(dagster_home),
+            "HATCH_API_KEY": DEFAULT_API_KEY,
+            "HATCH_API_BASE_URL": self.sandbox.base_url,
+            "HATCH_GCS_BUCKET": self.bucket,
+            "HATCH_BQ_PROJECT": self.local_gcp.project,
+            "HATCH_BQ_DATASET": self.dataset,
+            "HATCH_MAX_PAYLOAD_BYTES": str(self.sandbox.config.max_payload_bytes),
+            "STORAGE_EMULATOR_HOST": self.local_gcp.gcs_endpoint,
+            "BIGQUERY_EMULATOR_HOST": self.local_gcp.bigquery_endpoint,
+            **settings,
+        }
 
     def exports(self) -> list[tuple[str | None, str | None, str | None, int]]:
         """What the vendor saw: (source, start, end, status) per export request, in order of arrival."""

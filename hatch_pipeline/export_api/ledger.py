@@ -102,6 +102,26 @@ def earliest_free_slot(
     return min(t for t in candidates if t >= start and _is_free(slots, t, min_interval, max_per_day))
 
 
+def next_slots(
+    slots: Sequence[datetime], count: int, *, now: datetime, min_interval: timedelta, max_per_day: int
+) -> list[datetime]:
+    """The slots `count` exports sent one after the other would take, the first no earlier than `now`, given the
+    already reserved (sorted) `slots`: `earliest_free_slot` applied again after each one."""
+    taken = list(slots)
+    chosen: list[datetime] = []
+    for _ in range(count):
+        slot = earliest_free_slot(
+            taken,
+            now=chosen[-1] if chosen else now,
+            not_before=None,
+            min_interval=min_interval,
+            max_per_day=max_per_day,
+        )
+        bisect.insort(taken, slot)
+        chosen.append(slot)
+    return chosen
+
+
 def _is_free(slots: Sequence[datetime], t: datetime, min_interval: timedelta, max_per_day: int) -> bool:
     position = bisect.bisect_left(slots, t)
     neighbours = slots[max(position - 1, 0) : position + 1]
@@ -319,6 +339,12 @@ class RateLedger:
         """Read-only peek at the slot `reserve` would claim now (for `doctor` and metadata)."""
         now = self._now()
         return self._earliest(self.store.read(self.organization).pruned(now, self.min_interval), now, not_before)
+
+    def next_slots(self, count: int) -> list[datetime]:
+        """Read-only: the slots `count` back-to-back exports would take if they were reserved now (for `plan`)."""
+        now = self._now()
+        state = self.store.read(self.organization).pruned(now, self.min_interval)
+        return next_slots(state.slots, count, now=now, min_interval=self.min_interval, max_per_day=self.max_per_day)
 
     def record_bytes(self, source: str, window: ExportWindow, uncompressed_bytes: int) -> None:
         """Remember an export's uncompressed size, spread evenly over the window's days."""

@@ -19,7 +19,7 @@ from google.cloud import bigquery
 from hatch_pipeline import warehouse
 from hatch_pipeline.export_api.client import ExportedFile, ExportOutcome, HatchExportClient
 from hatch_pipeline.export_api.errors import InvalidExportRequest
-from hatch_pipeline.export_api.planner import export_windows, plan_windows
+from hatch_pipeline.export_api.planner import Sent, SizeEvidence, export_days
 from hatch_pipeline.export_api.windows import DataSource, ExportWindow, range_violations
 from hatch_pipeline.parsing import parse_export
 from hatch_pipeline.schemas import LINEAGE_COLUMNS, SCHEMAS, column_dtypes
@@ -43,10 +43,11 @@ class MissingUpstream(RuntimeError):
 @dataclass(frozen=True)
 class RawLanding:
     windows: tuple[ExportWindow, ...]
-    """The windows actually exported, after any 413 splits."""
+    """The windows actually exported, as planned again after every answer."""
     exports: int
     """Requests that spent an export (413s included, retries of one window not)."""
     splits: int
+    """Of `exports`, how many the vendor refused with a 413 (the days were then planned again)."""
     stored: tuple[str, ...]
     """gs:// URIs of the ZIPs that hold the range (204 windows store none)."""
     compressed_bytes: int
@@ -74,32 +75,37 @@ def land_raw(
     max_payload_bytes: int,
     today: date,
 ) -> RawLanding:
-    """Export the range in as few windows as the limits allow and store each ZIP, unchanged, as soon as it arrives,
-    then point each of its days at it; a failure half-way keeps what was already stored."""
+    """Export the range in as few windows as the limits allow, learning sizes from every answer, and store each ZIP,
+    unchanged, as soon as it arrives, then point each of its days at it; a failure half-way keeps what was stored."""
     check_exportable(days, today)
-    windows = plan_windows(
-        days.start, days.end, bytes_per_day=observed_bytes_per_day, max_payload_bytes=max_payload_bytes
-    )
+    outcomes: list[tuple[ExportOutcome, str | None]] = []
     with tempfile.TemporaryDirectory(prefix="hatch-raw-") as workdir:
 
-        def export(window: ExportWindow) -> tuple[ExportOutcome, str | None]:
+        def send(window: ExportWindow) -> Sent:
             outcome = client.export(source, window, Path(workdir))
             uri = _store_raw(store, outcome)
-            if isinstance(outcome, ExportedFile):
-                outcome.path.unlink()
-            return outcome, uri
+            outcomes.append((outcome, uri))
+            if not isinstance(outcome, ExportedFile):  # a 204: the window holds no rows
+                return Sent(frozenset(window.dates()), window)
+            outcome.path.unlink()
+            return Sent(frozenset(window.dates()), window, outcome.uncompressed_bytes)
 
-        run = export_windows(windows, export, source=source)
-    outcomes = [outcome for _, (outcome, _) in run.results]
-    exported = [outcome for outcome in outcomes if isinstance(outcome, ExportedFile)]
+        run = export_days(
+            list(days.dates()),
+            send,
+            evidence=SizeEvidence(bytes_per_day=observed_bytes_per_day),
+            max_payload_bytes=max_payload_bytes,
+            source=source,
+        )
+    exported = [outcome for outcome, _ in outcomes if isinstance(outcome, ExportedFile)]
     return RawLanding(
-        windows=tuple(window for window, _ in run.results),
+        windows=run.windows,
         exports=run.requests,
-        splits=run.splits,
-        stored=tuple(uri for _, (_, uri) in run.results if uri is not None),
+        splits=run.refusals,
+        stored=tuple(uri for _, uri in outcomes if uri is not None),
         compressed_bytes=sum(outcome.compressed_bytes for outcome in exported),
         uncompressed_bytes=sum(outcome.uncompressed_bytes for outcome in exported),
-        waited_seconds=sum(outcome.waited_seconds for outcome in outcomes),
+        waited_seconds=sum(outcome.waited_seconds for outcome, _ in outcomes),
     )
 
 

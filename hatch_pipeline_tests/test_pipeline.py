@@ -263,7 +263,7 @@ def test_a_run_that_fails_half_way_is_re_run_without_loss_or_duplicates(
 ) -> None:
     start = YESTERDAY - timedelta(days=3)
     keys = keys_of(sources=["contact_history"])
-    # The range is too large for one export (413); its first half lands, then the vendor keeps failing.
+    # The range is too large for one export (413); a one-day probe lands, then the vendor keeps failing.
     pipeline.sandbox.config = dataclasses.replace(
         pipeline.sandbox.config, max_payload_bytes=_uncompressed_bytes_of_one_day(pipeline) * 3
     )

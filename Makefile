@@ -32,7 +32,7 @@ validate:
 unit:
 	$(RUN) pytest
 
-## Reproducible measurements against baselines run beside them (ratios, never asserts); about 75 s.
+## Reproducible measurements against baselines run beside them (ratios, never asserts); about 2.5 minutes.
 bench: install
 	$(RUN) python -m benchmarks.parse_memory
 	$(RUN) python -m benchmarks.backfill_exports

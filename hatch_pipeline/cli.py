@@ -6,9 +6,9 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
-from hatch_pipeline.export_api.ledger import RateLedger, organization_key
+from hatch_pipeline.export_api.ledger import RateLedger, next_slots, organization_key, utc_now
 from hatch_pipeline.export_api.planner import SizeEvidence, estimate_daily_bytes, plan_windows
 from hatch_pipeline.export_api.windows import DATA_SOURCES, ExportWindow, range_violations
 from hatch_pipeline.settings import Settings, SettingsError
@@ -93,20 +93,36 @@ def _plan(source: str, start: date, end: date) -> int:
         print("error: the range cannot be exported:\n  " + "\n  ".join(problems), file=sys.stderr)
         return 2
     key = _api_key()
-    observed = _ledger(settings, key).observed_bytes_per_day(source) if key else {}
-    windows = plan_windows(
-        list(ExportWindow(start, end).dates()),
-        SizeEvidence(bytes_per_day=observed),
-        max_payload_bytes=settings.max_payload_bytes,
-    )
-    estimates = dict(zip(ExportWindow(start, end).dates(), estimate_daily_bytes(start, end, observed), strict=True))
+    ledger = _ledger(settings, key) if key else None
+    observed = ledger.observed_bytes_per_day(source) if ledger else {}
+    days = list(ExportWindow(start, end).dates())
+    evidence = SizeEvidence(bytes_per_day=observed)
+    windows = plan_windows(days, evidence, max_payload_bytes=settings.max_payload_bytes)
+    estimated = estimate_daily_bytes(days, evidence, max_payload_bytes=settings.max_payload_bytes)
+    estimates = dict(zip(days, estimated, strict=True))
     basis = f"{len(observed)} observed day(s)" if observed else "no observed sizes yet (the first export measures)"
     print(f"{source} {start}..{end}: {len(windows)} export(s), sized from {basis}")
     for window in windows:
         size = f"~{sum(estimates[day] for day in window.dates()) / 1e6:,.1f} MB" if observed else "size unknown"
         print(f"  {window}  {window.days:>3} day(s)  {size}")
-    interval = settings.min_export_interval_seconds
-    print(f"at one export per {interval:g} s, at least {max(len(windows) - 1, 0) * interval / 60:,.0f} min of waiting")
+    per_day = settings.max_exports_per_day
+    print(f"{len(windows)} export(s) take {len(windows) / per_day:.2f} day(s) of quota ({per_day} exports per 24 h)")
+    slots = (
+        ledger.next_slots(len(windows))
+        if ledger
+        else next_slots(
+            (),
+            len(windows),
+            now=utc_now(),
+            min_interval=timedelta(seconds=settings.min_export_interval_seconds),
+            max_per_day=per_day,
+        )
+    )
+    state = "the rate ledger's reservations" if ledger else "an empty rate ledger (HATCH_API_KEY is not set)"
+    print(
+        f"earliest finish, from {state}: last export at {slots[-1].isoformat(timespec='seconds')} "
+        f"(first at {slots[0].isoformat(timespec='seconds')}); a 413 would add an export and a slot"
+    )
     return 0
 
 

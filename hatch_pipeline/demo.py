@@ -32,6 +32,8 @@ from hatch_pipeline.warehouse import rows_by_day
 
 DEMO_EXPORT_INTERVAL_SECONDS: Final = 1.0
 """The sandbox and the ledger use a short interval so the demo does not wait five minutes between exports."""
+DEMO_EXPORT_GUARD_SECONDS: Final = 0.2
+"""The default guard band (1 % of the interval) would be 10 ms here, less than a ledger write takes on a laptop."""
 DEMO_PROJECT: Final = "hatch-demo"
 DEMO_BUCKET: Final = "hatch-demo"
 DEMO_ROWS_PER_DAY: Final = 500
@@ -66,6 +68,7 @@ def run_demo(*, ui_port: int, days: int, serve_ui: bool) -> int:
             "HATCH_API_KEY": DEFAULT_API_KEY,
             "HATCH_API_BASE_URL": sandbox.base_url,
             "HATCH_MIN_EXPORT_INTERVAL_SECONDS": str(DEMO_EXPORT_INTERVAL_SECONDS),
+            "HATCH_EXPORT_GUARD_SECONDS": str(DEMO_EXPORT_GUARD_SECONDS),
             "HATCH_TIMEZONE": "UTC",
             "HATCH_GCS_BUCKET": DEMO_BUCKET,
             "HATCH_BQ_PROJECT": DEMO_PROJECT,

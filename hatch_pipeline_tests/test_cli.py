@@ -39,9 +39,26 @@ def test_plan_sizes_windows_from_what_the_ledger_observed(
     assert main(["plan", "contact_history", start.isoformat(), YESTERDAY.isoformat()]) == 0
 
     out = capsys.readouterr().out
-    # 2.5 MB a day against an 80 MB budget (100 MB less a 20% margin): 32 days per window.
-    assert f"contact_history {start}..{YESTERDAY}: 4 export(s), sized from 100 observed day(s)" in out
-    assert f"  {start}..{start + timedelta(days=31)}   32 day(s)  ~80.0 MB" in out
+    # 250 MB need 3 exports of 100 MB (2 % growth margin included); shared evenly, the first takes 34 days.
+    assert f"contact_history {start}..{YESTERDAY}: 3 export(s), sized from 100 observed day(s)" in out
+    assert f"  {start}..{start + timedelta(days=33)}   34 day(s)  ~85.0 MB" in out
+    assert "3 export(s) take 0.03 day(s) of quota (100 exports per 24 h)" in out
+
+
+def test_plan_says_when_the_last_export_can_go_given_the_slots_already_reserved(
+    local_ledger: RateLedger, capsys: pytest.CaptureFixture[str]
+) -> None:
+    start = YESTERDAY - timedelta(days=99)
+    local_ledger.record_bytes("contact_history", ExportWindow(start, YESTERDAY), 250_000_000)
+    reserved = local_ledger.reserve()  # another run's export: the plan's three go 5, 10 and 15 minutes later
+    spacing = timedelta(seconds=303)  # the interval plus its default 1 % guard band
+
+    assert main(["plan", "contact_history", start.isoformat(), YESTERDAY.isoformat()]) == 0
+
+    last = reserved.slot_at + 3 * spacing
+    out = capsys.readouterr().out
+    assert f"from the rate ledger's reservations: last export at {last.isoformat(timespec='seconds')}" in out
+    assert local_ledger.next_slot() == reserved.slot_at + spacing, "planning reserves nothing"
 
 
 def test_plan_without_observations_takes_the_whole_range_at_once(

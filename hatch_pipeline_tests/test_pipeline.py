@@ -12,7 +12,7 @@ import polars as pl
 from google.cloud import bigquery
 from google.cloud.storage import Client as StorageClient
 
-from hatch_pipeline.assets import bigquery_key
+from hatch_pipeline.assets import REFETCH_TAG, bigquery_key
 from hatch_pipeline.export_api.ledger import organization_key
 from hatch_pipeline.sandbox.data import DEFAULT_API_KEY
 from hatch_pipeline.sandbox.server import Fault
@@ -135,11 +135,11 @@ def test_a_range_mixing_old_and_new_columns_loads_in_one_run(pipeline: Pipeline)
     assert "invoice_id" in table.columns
 
 
-def test_an_empty_day_gives_zero_rows_and_a_green_run(pipeline: Pipeline) -> None:
+def test_a_day_refetched_empty_gives_zero_rows_and_a_green_run(pipeline: Pipeline) -> None:
     pipeline.materialize(YESTERDAY - timedelta(days=1), YESTERDAY)
     pipeline.sandbox.config = dataclasses.replace(pipeline.sandbox.config, empty_days=frozenset({YESTERDAY}))
 
-    result = pipeline.materialize(YESTERDAY, YESTERDAY)
+    result = pipeline.materialize(YESTERDAY, YESTERDAY, tags={REFETCH_TAG: "true"})
 
     assert result.success
     assert (("contact_history", YESTERDAY.isoformat(), YESTERDAY.isoformat(), 204)) in pipeline.exports()
@@ -170,7 +170,7 @@ def test_a_run_that_fails_half_way_is_re_run_without_loss_or_duplicates(
 ) -> None:
     start = YESTERDAY - timedelta(days=3)
     keys = keys_of(sources=["contact_history"])
-    # The range is too large for one export (413); its first half lands, then the vendor keeps failing.
+    # The range is too large for one export (413); a one-day probe lands, then the vendor keeps failing.
     pipeline.sandbox.config = dataclasses.replace(
         pipeline.sandbox.config, max_payload_bytes=one_day_bytes(pipeline) * 3
     )

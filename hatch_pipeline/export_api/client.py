@@ -360,7 +360,7 @@ class HatchExportClient:
                 "Bulk Export API is enabled for your organization (ask your Hatch account manager)."
             )
         if status == 413:
-            self._ledger.record_bytes(source, window, self._max_payload_bytes + 1)
+            # Not recorded as a size: a 413 proves only a lower bound, which the planner keeps for the run.
             raise PayloadTooLarge(source, window)
         retry_after = _retry_after_seconds(response.headers.get("Retry-After"))
         if status == 429:

@@ -130,6 +130,26 @@ def earliest_free_slot(
     return min(t for t in candidates if t >= start and _is_free(slots, t, min_interval, max_per_day))
 
 
+def next_slots(
+    slots: Sequence[datetime], count: int, *, now: datetime, min_interval: timedelta, max_per_day: int
+) -> list[datetime]:
+    """The slots `count` exports sent one after the other would take, the first no earlier than `now`, given the
+    already reserved (sorted) `slots`: `earliest_free_slot` applied again after each one."""
+    taken = list(slots)
+    chosen: list[datetime] = []
+    for _ in range(count):
+        slot = earliest_free_slot(
+            taken,
+            now=chosen[-1] if chosen else now,
+            not_before=None,
+            min_interval=min_interval,
+            max_per_day=max_per_day,
+        )
+        bisect.insort(taken, slot)
+        chosen.append(slot)
+    return chosen
+
+
 def _is_free(slots: Sequence[datetime], t: datetime, min_interval: timedelta, max_per_day: int) -> bool:
     position = bisect.bisect_left(slots, t)
     neighbours = slots[max(position - 1, 0) : position + 1]
@@ -540,6 +560,13 @@ class RateLedger:
             left_in_24h=max(self.max_per_day - len(state.slots), 0),
             next_slot=self._earliest(state.slots, now, state.blocked_until),
         )
+
+    def next_slots(self, count: int) -> list[datetime]:
+        """Read-only: the slots `count` back-to-back exports would take if they were reserved now (for `plan`)."""
+        now = self._now()
+        state = self.store.read(self.organization).pruned(now, self.spacing)
+        start = max(now, state.blocked_until) if state.blocked_until else now
+        return next_slots(state.slots, count, now=start, min_interval=self.spacing, max_per_day=self.max_per_day)
 
     def record_bytes(self, source: str, window: ExportWindow, uncompressed_bytes: int) -> None:
         """Remember an export's uncompressed size, spread evenly over the window's days."""

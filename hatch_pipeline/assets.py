@@ -162,7 +162,7 @@ def build_source_assets(
                 "windows_reused": len(landing.reused),
                 "refetch": refetch,
                 "how_to_refetch": REFETCH_HELP,
-                "seconds": round(landing.waited_seconds, 1),
+                "seconds": round(landing.seconds, 1),
             }
         )
 

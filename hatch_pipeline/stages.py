@@ -21,7 +21,7 @@ from hatch_pipeline import warehouse
 from hatch_pipeline.export_api.client import ExportedFile, ExportOutcome, HatchExportClient, NothingToSend
 from hatch_pipeline.export_api.errors import HatchExportError, InvalidExportRequest, SlotUnavailable
 from hatch_pipeline.export_api.ledger import Claim, Decide, RateLedger
-from hatch_pipeline.export_api.planner import Sent, SizeEvidence, export_days
+from hatch_pipeline.export_api.planner import Sent, SizeEvidence, export_days, plan_windows
 from hatch_pipeline.export_api.windows import DataSource, ExportWindow, contiguous_windows, range_violations
 from hatch_pipeline.parsing import parse_export
 from hatch_pipeline.schemas import LINEAGE_COLUMNS, SCHEMAS, column_dtypes
@@ -66,7 +66,8 @@ class RawLanding:
     """Requests that spent an export (413s included, retries of one window not)."""
     refusals: int
     """Of which the vendor answered 413 (the window was planned again smaller)."""
-    waited_seconds: float
+    seconds: float
+    """Wall-clock time of the stage, waits for slots and for other runs' exports included."""
 
     @property
     def exported(self) -> tuple[LandedWindow, ...]:
@@ -153,7 +154,8 @@ def land_raw(
 
         def send(window: ExportWindow) -> Sent:
             while True:
-                progress(_before_export(source, window, ledger, len(set(todo) - covered)))
+                left = [day for day in todo if day not in covered]
+                progress(_before_export(source, window, ledger, left, max_payload_bytes))
                 outcome = client.export(source, window, Path(workdir), decide=decide_for(window))
                 if isinstance(outcome, NothingToSend):
                     stored = stored_now()
@@ -170,10 +172,11 @@ def land_raw(
                 ledger.release(outcome.claim_owner)
                 landed.append(stored_window)
                 covered.update(outcome.window.dates())
-                progress(_after_export(source, stored_window, len(set(todo) - covered)))
-                bytes_sent = outcome.uncompressed_bytes if isinstance(outcome, ExportedFile) else 0
+                progress(_after_export(source, stored_window, sum(day not in covered for day in todo)))
                 return Sent(
-                    covered=frozenset(outcome.window.dates()), exported=outcome.window, uncompressed_bytes=bytes_sent
+                    covered=frozenset(outcome.window.dates()),
+                    exported=outcome.window,
+                    uncompressed_bytes=stored_window.uncompressed_bytes,
                 )
 
         try:
@@ -190,16 +193,23 @@ def land_raw(
         windows=tuple(sorted(landed, key=lambda window: window.window)),
         exports=run.requests,
         refusals=run.refusals,
-        waited_seconds=(datetime.now(UTC) - started).total_seconds(),
+        seconds=(datetime.now(UTC) - started).total_seconds(),
     )
 
 
-def _before_export(source: str, window: ExportWindow, ledger: RateLedger, days_left: int) -> str:
+def _before_export(
+    source: str, window: ExportWindow, ledger: RateLedger, left: list[date], max_payload_bytes: int
+) -> str:
+    """Where a long raw step stands, as the next request is about to be sent (read-only: reserves nothing)."""
     usage = ledger.usage()
+    evidence = SizeEvidence(bytes_per_day=ledger.observed_bytes_per_day(source))
+    planned = plan_windows(left, evidence, max_payload_bytes=max_payload_bytes)
+    finish = ledger.next_slots(len(planned))[-1]
     return (
-        f"{source} {window}: exporting {window.days} day(s) ({days_left} of the run still to store); "
-        f"{usage.used_in_24h} export(s) used in the last 24 h, {usage.left_in_24h} left; "
-        f"next slot {usage.next_slot.isoformat(timespec='seconds')}"
+        f"{source} {window}: exporting {window.days} day(s) ({len(left)} of the run still to store, about "
+        f"{len(planned)} export(s)); {usage.used_in_24h} export(s) used in the last 24 h, {usage.left_in_24h} left; "
+        f"next slot {usage.next_slot.isoformat(timespec='seconds')}, last export about "
+        f"{finish.isoformat(timespec='seconds')}"
     )
 
 

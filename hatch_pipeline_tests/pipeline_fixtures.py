@@ -85,6 +85,7 @@ class Pipeline:
         raise_on_error: bool = True,
         settings: Settings = DEFAULT_SETTINGS,
         tags: dict[str, str] | None = None,
+        instance: dg.DagsterInstance | None = None,
     ) -> dg.ExecuteInProcessResult:
         partitions = daily_partitions(settings)
         assets = [asset for source in SOURCES for asset in build_source_assets(source, partitions)]
@@ -98,6 +99,7 @@ class Pipeline:
                 **(tags or {}),
             },
             raise_on_error=raise_on_error,
+            instance=instance,
         )
 
     def cli_env(self, dagster_home: Path, **settings: str) -> dict[str, str]:

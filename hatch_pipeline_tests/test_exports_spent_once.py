@@ -137,3 +137,16 @@ def test_a_range_beyond_the_daily_cap_stops_cleanly_and_the_next_attempt_exports
     table = pipeline.table("contact_history")
     assert table.height == 10 * ROWS_PER_DAY
     assert table["contact_history_id"].n_unique() == table.height
+
+
+def test_each_window_is_reported_in_the_runs_log_as_it_starts_and_lands(pipeline: Pipeline) -> None:
+    with dg.instance_for_test() as instance:
+        result = pipeline.materialize(YESTERDAY - timedelta(days=2), YESTERDAY, keys_of("raw"), instance=instance)
+        messages = [entry.user_message for entry in instance.all_logs(result.run_id)]
+
+    window = f"{YESTERDAY - timedelta(days=2)}..{YESTERDAY}"
+    for source in SOURCES:
+        starts = [m for m in messages if m.startswith(f"{source} {window}: exporting 3 day(s)")]
+        assert starts and "left; next slot" in starts[0] and "last export about" in starts[0]
+        assert any(m.startswith(f"{source} {window}: exported, stored gs://{pipeline.bucket}/") for m in messages)
+        assert any(m.startswith(f"{source} {window} attempt 1: HTTP 200") for m in messages), "the client's own line"

@@ -22,7 +22,7 @@ from hatch_pipeline.export_api.ledger import organization_key
 from hatch_pipeline.export_api.windows import DataSource, OutputFormat
 from hatch_pipeline.local_services import bigquery_client
 from hatch_pipeline.resources import HatchBigQueryResource, HatchExportResource, HatchStorageResource
-from hatch_pipeline.sandbox.data import DEFAULT_API_KEY
+from hatch_pipeline.sandbox.data import DEFAULT_API_KEY, EDGE_BODIES
 from hatch_pipeline.sandbox.server import Fault, SandboxServer
 from hatch_pipeline.settings import Settings
 from hatch_pipeline_tests.gcp_fixtures import LocalGcp
@@ -197,6 +197,22 @@ def test_csv_and_json_exports_give_identical_tables(pipeline: Pipeline, bq_clien
     bq_client.delete_dataset(
         f"{pipeline.local_gcp.project}.{pipeline.dataset}", delete_contents=True, not_found_ok=True
     )
+
+
+@pytest.mark.parametrize("fmt", ["json", "csv"])
+def test_values_reach_bigquery_as_the_vendor_sent_them(pipeline: Pipeline, fmt: OutputFormat) -> None:
+    pipeline.output_format = fmt
+    pipeline.sandbox.config = dataclasses.replace(pipeline.sandbox.config, edge_values=True)  # and a BOM in CSV
+
+    pipeline.materialize(YESTERDAY, YESTERDAY)
+
+    # JSON keeps "" apart from null; the vendor's CSV writes both as an empty field, which reads as null.
+    empty = "" if fmt == "json" else None
+    bodies = pipeline.table("conversation_items").sort("created_at")["body"].to_list()
+    assert bodies[: len(EDGE_BODIES)] == [empty if body == "" else body for body in EDGE_BODIES]
+    contacts = pipeline.table("contact_history").sort("updated_at")
+    assert contacts["email"][0] == empty
+    assert contacts.height == ROWS_PER_DAY
 
 
 def test_columns_the_vendor_adds_are_added_to_the_table(pipeline: Pipeline) -> None:

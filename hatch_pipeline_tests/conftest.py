@@ -8,7 +8,7 @@ import pytest
 
 from hatch_pipeline.sandbox.server import SandboxServer
 
-pytest_plugins = ["hatch_pipeline_tests.gcp_fixtures"]
+pytest_plugins = ["hatch_pipeline_tests.gcp_fixtures", "hatch_pipeline_tests.pipeline_harness"]
 
 
 @pytest.fixture

@@ -497,3 +497,27 @@ def test_an_unknown_timezone_is_refused_before_any_work(tmp_path: Path) -> None:
     zip_path = export_zip(tmp_path, "contact_history", NOV_20, [contact("1", None)])
     with pytest.raises(ValueError, match="'Mars/Olympus' is not an IANA time zone name"):
         parse(zip_path, tmp_path / "out", timezone="Mars/Olympus")
+
+
+def test_a_member_that_decompresses_beyond_the_limit_is_stopped_while_streaming(tmp_path: Path) -> None:
+    zip_path = write_zip(tmp_path / "raw.zip", JSON_MEMBER, ndjson_text([contact("1", None)]) * 2_000)
+    with pytest.raises(MalformedExport, match="decompresses to more than 100,000 bytes") as caught:
+        parse_export(
+            zip_path,
+            source="contact_history",
+            window=NOV_19_TO_21,
+            out_dir=tmp_path / "out",
+            timezone="UTC",
+            source_file="gs://bucket/raw.zip",
+            loaded_at=LOADED_AT,
+            max_member_bytes=100_000,
+        )
+    assert "If Hatch really sent this, raise max_member_bytes" in str(caught.value)
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_a_zip_cut_short_is_refused(tmp_path: Path) -> None:
+    zip_path = export_zip(tmp_path, "contact_history", NOV_20, [contact(str(index), None) for index in range(500)])
+    zip_path.write_bytes(zip_path.read_bytes()[: zip_path.stat().st_size // 2])
+    with pytest.raises(MalformedExport, match="not a readable ZIP archive"):
+        parse(zip_path, tmp_path / "out")

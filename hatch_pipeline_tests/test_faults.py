@@ -16,12 +16,17 @@ import struct
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from google.cloud.storage import Client as StorageClient
 
-from hatch_pipeline.export_api.windows import DataSource
+from hatch_pipeline.export_api.windows import DataSource, ExportWindow
+from hatch_pipeline.resources import HatchStorageResource
 from hatch_pipeline.sandbox.data import DEFAULT_API_KEY
+from hatch_pipeline.stages import build_parquet, published_days
+from hatch_pipeline.storage import ObjectStore
 from hatch_pipeline_tests.export_api.test_client import zip_of
 from hatch_pipeline_tests.pipeline_harness import ROWS_PER_DAY, YESTERDAY, Pipeline, keys_of
 
@@ -128,3 +133,34 @@ def test_every_fault_fails_clearly_and_loses_nothing(
     assert DEFAULT_API_KEY not in caplog.text
     for blob in gcs_client.list_blobs(pipeline.bucket):
         assert DEFAULT_API_KEY.encode() not in blob.download_as_bytes(), blob.name
+
+
+class _KilledStore(ObjectStore):
+    """The bucket as a build sees it when its process dies after `uploads` Parquet uploads."""
+
+    def __init__(self, store: ObjectStore, uploads: int) -> None:
+        self.__dict__.update(store.__dict__)
+        self._uploads_left = uploads
+
+    def put_file(self, key: str, path: Path, content_type: str) -> None:
+        if self._uploads_left <= 0:
+            raise KeyboardInterrupt("killed")
+        self._uploads_left -= 1
+        super().put_file(key, path, content_type)
+
+
+def test_a_parquet_build_killed_half_way_publishes_no_day(pipeline: Pipeline) -> None:
+    start = YESTERDAY - timedelta(days=3)
+    keys = keys_of(sources=[SOURCE])
+    pipeline.materialize(start, YESTERDAY, keys)
+    before = pipeline.table(SOURCE)
+    store = HatchStorageResource(project=pipeline.local_gcp.project, bucket=pipeline.bucket).store()
+    days = ExportWindow(start, YESTERDAY)
+    published = published_days(store, SOURCE, days)
+
+    with pytest.raises(KeyboardInterrupt):
+        build_parquet(SOURCE, days, store=_KilledStore(store, uploads=2), timezone="UTC", loaded_at=datetime.now(UTC))
+
+    assert published_days(store, SOURCE, days) == published
+    pipeline.materialize(start, YESTERDAY, keys[2:])
+    assert pipeline.table(SOURCE).equals(before), "the BigQuery load must see only the last published build"

@@ -70,10 +70,13 @@ def test_a_30_day_backfill_of_both_sources_takes_two_exports(pipeline: Pipeline)
         assert table.group_by("_export_date").len()["len"].to_list() == [ROWS_PER_DAY] * 30
 
 
-def test_re_running_any_stage_leaves_identical_tables_and_only_raw_calls_the_api(pipeline: Pipeline) -> None:
+def test_re_running_any_stage_leaves_identical_tables_and_only_raw_calls_the_api(
+    pipeline: Pipeline, gcs_client: StorageClient
+) -> None:
     start = YESTERDAY - timedelta(days=4)
     pipeline.materialize(start, YESTERDAY)
     first = {source: without_load_time(pipeline.table(source)) for source in SOURCES}
+    first_days = {start + timedelta(days=offset) for offset in range(5)}
     exports_after_first_run = len(pipeline.exports())
 
     pipeline.materialize(start, YESTERDAY, keys_of("parquet", "bigquery"))
@@ -87,6 +90,12 @@ def test_re_running_any_stage_leaves_identical_tables_and_only_raw_calls_the_api
         assert again.equals(first[source])
         natural_id = "contact_history_id" if source == "contact_history" else "id"
         assert again[natural_id].n_unique() == again.height
+        # Only Parquet under parquet/S/, one file per day: each build retires the files it supersedes.
+        names = [blob.name for blob in gcs_client.list_blobs(pipeline.bucket, prefix=f"hatch/parquet/{source}/")]
+        assert all(name.endswith(".parquet") for name in names), names
+        assert sorted(name.split("/")[3] for name in names) == [f"export_date={day}" for day in sorted(first_days)]
+        manifests = list(gcs_client.list_blobs(pipeline.bucket, prefix=f"hatch/manifests/parquet/{source}/"))
+        assert len(manifests) == 1
 
 
 def test_csv_and_json_exports_give_identical_tables(pipeline: Pipeline, bq_client: bigquery.Client) -> None:

@@ -32,7 +32,10 @@ validate:
 unit:
 	$(RUN) pytest
 
-## Reproducible measurements against baselines run beside them (ratios, never asserts); about 2.5 minutes.
-bench: install
-	$(RUN) python -m benchmarks.parse_memory
-	$(RUN) python -m benchmarks.backfill_exports
+## Reproducible measurements against baselines and peers run beside them (ratios, never asserts); a few minutes.
+## The bench group (dlt, a peer measured beside ours) is installed here only: make test never needs it.
+bench: $(UV)
+	$(UV) sync --frozen --group bench
+	$(UV) run --frozen --group bench python -m benchmarks.parse_memory
+	$(UV) run --frozen --group bench python -m benchmarks.range_calls
+	$(UV) run --frozen --group bench python -m benchmarks.backfill_exports

@@ -1,8 +1,14 @@
-"""Peak memory of turning a ~100 MB export ZIP into one Parquet file per day: ours against a hand-written script.
+"""Throughput and peak memory of turning an export ZIP into Parquet: ours beside the tools a user would pick instead.
 
-The claim: a 100 MB export must not need gigabytes. The baseline is what a hand-written script does: read the
-whole ZIP member into memory, `pl.read_ndjson` / `pl.read_csv` it, add the day column and write each day's rows
-from an in-memory `partition_by`. Ours is `hatch_pipeline.parsing.parse_export`, which streams.
+Every variant starts from the same stored ZIP (so each pays for decompressing it) and writes Parquet:
+- ours: `hatch_pipeline.parsing.parse_export`, typed, checked, one file per day;
+- polars: bare polars, member extracted to a file, `scan_ndjson` / `scan_csv` with polars' defaults, the day
+  column added, `sink_parquet` partitioned by day (what ours must reach: about the same speed);
+- polars-all: the same with the NDJSON schema inferred from every line (`infer_schema_length=None`), as keeping
+  a column that first appears deep in the file needs (CSV: the same as polars);
+- read-all: the obvious polars script: read the member into memory, `read_ndjson` / `read_csv`, `partition_by`;
+- dlt: a dlt resource of dicts (json / csv module) into dlt's filesystem destination as Parquet;
+- naive: json / csv module, rows grouped by day in dicts, one polars DataFrame written per day.
 
 Each variant runs in a fresh interpreter, so its peak resident set (VmHWM from /proc/self/status) is its own and
 not the generator's or the other variant's. Both pay the same imports; the table shows the resident set at the
@@ -10,22 +16,29 @@ start too. The resident set also counts pages of files the process maps (polars 
 the kernel can drop under pressure; the peak of anonymous memory (RssAnon, sampled every few milliseconds) is the
 part that cannot be dropped, so it is shown beside it.
 
-    .venv/bin/python -m benchmarks.parse_memory [--mb 100] [--format json|csv|both]
+    .venv/bin/python -m benchmarks.parse_memory [--mb 10 100] [--format json|csv|both] [--variants ...]
+
+Writes the figures to benchmarks/results.json ("parse" key) as well as printing the table.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import zipfile
-from collections.abc import Callable, Sequence
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Final
 
@@ -48,14 +61,16 @@ _REPO_ROOT: Final = Path(__file__).resolve().parents[1]
 _HEADER: Final = (
     "variant",
     "input MB",
-    "zip MB",
     "rows",
-    "day files",
-    "start RSS MB",
-    "peak RSS MB",
-    "peak anon MB",
+    "files",
     "seconds",
+    "MB/s",
+    "x polars",
+    "RSS growth MB",
+    "anon growth MB",
+    "anon / input",
 )
+RESULTS: Final = Path(__file__).with_name("results.json")
 _CHILD_CODE: Final = "import sys; from benchmarks.parse_memory import child_main; child_main(sys.argv[1:])"
 
 
@@ -78,6 +93,7 @@ class Measurement:
     seconds: float
     start_rss_mb: float
     peak_rss_mb: float
+    start_anonymous_mb: float
     peak_anonymous_mb: float
 
 
@@ -120,14 +136,41 @@ def parse_ours(zip_path: Path, out_dir: Path) -> int:
     return parsed.rows
 
 
-def parse_baseline(zip_path: Path, out_dir: Path) -> int:
+def _day_expression() -> pl.Expr:
+    column = SCHEMAS[SOURCE].date_column
+    return pl.col(column).str.to_datetime(time_zone="UTC").dt.date().alias("_export_date")
+
+
+def _extract(zip_path: Path, out_dir: Path) -> Path:
+    with zipfile.ZipFile(zip_path) as archive, archive.open(archive.namelist()[0]) as packed:
+        member = out_dir / archive.namelist()[0]
+        with member.open("wb") as unpacked:
+            shutil.copyfileobj(packed, unpacked, 1 << 20)
+    return member
+
+
+def parse_polars(zip_path: Path, out_dir: Path, *, every_column: bool = False) -> int:
+    """Bare polars: extract, scan with defaults, add the day, sink partitioned by day. `every_column`: infer the
+    NDJSON schema from every line, not the first 100 (polars' default misses a column that appears later)."""
+    member = _extract(zip_path, out_dir)
+    if member.suffix == ".csv":
+        frame = pl.scan_csv(member)
+    else:
+        frame = pl.scan_ndjson(member, infer_schema_length=None if every_column else 100)
+    frame.with_columns(_day_expression()).sink_parquet(
+        pl.PartitionBy(out_dir, key="_export_date", approximate_bytes_per_file=None), mkdir=True
+    )
+    member.unlink()
+    return sum(pl.scan_parquet(path).select(pl.len()).collect().item() for path in out_dir.rglob("*.parquet"))
+
+
+def parse_read_all(zip_path: Path, out_dir: Path) -> int:
     """The obvious hand-written script: everything in memory, types inferred, one write per day."""
     with zipfile.ZipFile(zip_path) as archive:
         name = archive.namelist()[0]
         data = archive.read(name)
     frame = pl.read_csv(data) if name.endswith(".csv") else pl.read_ndjson(data)
-    day_column = SCHEMAS[SOURCE].date_column
-    frame = frame.with_columns(_export_date=pl.col(day_column).str.to_datetime(time_zone="UTC").dt.date())
+    frame = frame.with_columns(_day_expression())
     for (day,), rows in frame.partition_by("_export_date", as_dict=True).items():
         target = out_dir / f"export_date={day}" / "part-0.parquet"
         target.parent.mkdir(parents=True)
@@ -135,23 +178,79 @@ def parse_baseline(zip_path: Path, out_dir: Path) -> int:
     return frame.height
 
 
-VARIANTS: Final[dict[str, Callable[[Path, Path], int]]] = {"ours": parse_ours, "baseline": parse_baseline}
+def _records(zip_path: Path) -> Iterator[dict[str, object]]:
+    """The member's records as dicts, with the standard library, streamed from the ZIP."""
+    with zipfile.ZipFile(zip_path) as archive:
+        name = archive.namelist()[0]
+        with archive.open(name) as packed, io.TextIOWrapper(packed, encoding="utf-8-sig", newline="") as text:
+            if name.endswith(".csv"):
+                csv.field_size_limit(1 << 30)
+                yield from csv.DictReader(text)
+            else:
+                yield from (json.loads(line) for line in text if line.strip())
+
+
+def parse_naive(zip_path: Path, out_dir: Path) -> int:
+    """json / csv module, rows grouped by day in memory, one polars DataFrame per day."""
+    by_day: dict[str, list[dict[str, object]]] = defaultdict(list)
+    column = SCHEMAS[SOURCE].date_column
+    for record in _records(zip_path):
+        by_day[str(record[column])[:10]].append(record)
+    for day, rows in by_day.items():
+        target = out_dir / f"export_date={day}" / "part-0.parquet"
+        target.parent.mkdir(parents=True)
+        pl.DataFrame(rows, infer_schema_length=None).write_parquet(target)
+    return sum(len(rows) for rows in by_day.values())
+
+
+def parse_dlt(zip_path: Path, out_dir: Path) -> int:
+    """A dlt resource of dicts into dlt's filesystem destination, as Parquet (dlt is in the `bench` group)."""
+    import dlt
+
+    counted = 0
+
+    def records() -> Iterator[dict[str, object]]:
+        nonlocal counted
+        for record in _records(zip_path):
+            counted += 1
+            yield record
+
+    pipeline = dlt.pipeline(
+        pipeline_name="hatch_bench",
+        pipelines_dir=str(out_dir / ".dlt"),
+        destination=dlt.destinations.filesystem(bucket_url=out_dir.as_uri()),
+        dataset_name="hatch",
+    )
+    pipeline.run(dlt.resource(records(), name=SOURCE), loader_file_format="parquet")
+    return counted
+
+
+VARIANTS: Final[dict[str, Callable[[Path, Path], int]]] = {
+    "ours": parse_ours,
+    "polars": parse_polars,
+    "polars-all": partial(parse_polars, every_column=True),
+    "read-all": parse_read_all,
+    "dlt": parse_dlt,
+    "naive": parse_naive,
+}
 
 
 def child_main(argv: Sequence[str]) -> None:
     """Run one variant in this (fresh) process and print its Measurement as JSON."""
     variant, zip_path, out_dir = argv
     start_rss = _status_mb("VmRSS")
+    start_anonymous = _status_mb("RssAnon")
     started = time.perf_counter()
     with _AnonymousPeak() as anonymous:
         rows = VARIANTS[variant](Path(zip_path), Path(out_dir))
     seconds = time.perf_counter() - started
     measured = Measurement(
         rows=rows,
-        day_files=sum(1 for _ in Path(out_dir).glob("export_date=*/*.parquet")),
+        day_files=sum(1 for path in Path(out_dir).rglob("*.parquet") if ".dlt" not in path.parts),
         seconds=seconds,
         start_rss_mb=start_rss,
         peak_rss_mb=_status_mb("VmHWM"),
+        start_anonymous_mb=start_anonymous,
         peak_anonymous_mb=anonymous.peak_mb,
     )
     print(json.dumps(asdict(measured)))
@@ -205,55 +304,64 @@ def measure(variant: str, export: Export, out_dir: Path) -> Measurement:
     )
     if completed.returncode != 0:
         raise RuntimeError(f"the {variant} parse of {export.path} failed:\n{completed.stderr}")
+    shutil.rmtree(out_dir)
     return Measurement(**json.loads(completed.stdout.splitlines()[-1]))
-
-
-def _ratio(ours: float, baseline: float) -> str:
-    return f"{ours / baseline:.2f}x" if baseline else "n/a"
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--mb", type=float, default=100.0, help="uncompressed export size to generate, in MB")
+    parser.add_argument("--mb", type=float, nargs="+", default=[10.0, 100.0], help="export sizes, uncompressed MB")
     parser.add_argument("--format", choices=("json", "csv", "both"), default="both", help="export format(s)")
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    parser.add_argument("--repeat", type=int, default=2, help="runs per variant; the fastest counts (shared machine)")
     args = parser.parse_args(argv)
     formats: tuple[OutputFormat, ...] = ("json", "csv") if args.format == "both" else (args.format,)
 
-    print(f"Parsing a {WINDOW.days}-day {SOURCE} export ZIP into one Parquet file per day ({WINDOW}).")
-    print("Each variant runs in a fresh process; peak RSS is its VmHWM. MB = 10^6 bytes.\n")
+    print(f"Parsing a {WINDOW.days}-day {SOURCE} export ZIP into Parquet ({WINDOW}); each variant in a fresh process.")
+    print("growth = peak above the process's start (RSS: VmHWM, counts mapped file pages; anon: RssAnon). MB = 10^6.\n")
     table: list[list[object]] = []
-    ratios: list[str] = []
+    results: list[dict[str, object]] = []
     with tempfile.TemporaryDirectory(prefix="hatch-bench-parse-") as scratch:
-        for output_format in formats:
-            export = write_export(Path(scratch), output_format, int(args.mb * _MB))
-            input_mb = export.uncompressed_bytes / _MB
-            zip_mb = export.path.stat().st_size / _MB
-            results = {name: measure(name, export, Path(scratch) / f"{output_format}-{name}") for name in VARIANTS}
-            for name, result in results.items():
-                table.append(
-                    [
-                        f"{output_format} {name}",
-                        f"{input_mb:.1f}",
-                        f"{zip_mb:.1f}",
-                        result.rows,
-                        result.day_files,
-                        f"{result.start_rss_mb:.0f}",
-                        f"{result.peak_rss_mb:.0f}",
-                        f"{result.peak_anonymous_mb:.0f}",
-                        f"{result.seconds:.1f}",
-                    ]
-                )
-            ours, baseline = results["ours"], results["baseline"]
-            ratios.append(
-                f"{output_format}: peak RSS {_ratio(ours.peak_rss_mb, baseline.peak_rss_mb)}, "
-                f"peak anonymous {_ratio(ours.peak_anonymous_mb, baseline.peak_anonymous_mb)}, "
-                f"seconds {_ratio(ours.seconds, baseline.seconds)}; peak RSS per MB of input: "
-                f"ours {ours.peak_rss_mb / input_mb:.2f}, baseline {baseline.peak_rss_mb / input_mb:.2f}"
-            )
+        for mb in args.mb:
+            for output_format in formats:
+                directory = Path(scratch) / f"{mb:g}"
+                directory.mkdir(exist_ok=True)
+                export = write_export(directory, output_format, int(mb * _MB))
+                input_mb = export.uncompressed_bytes / _MB
+                # Rounds of every variant in turn, so a busy spell on a shared machine hits all of them alike.
+                runs: dict[str, list[Measurement]] = defaultdict(list)
+                for round_ in range(args.repeat):
+                    for name in args.variants:
+                        runs[name].append(measure(name, export, directory / f"{output_format}-{name}-{round_}"))
+                measured = {name: min(results, key=lambda result: result.seconds) for name, results in runs.items()}
+                polars_seconds = measured["polars"].seconds if "polars" in measured else None
+                for name, result in measured.items():
+                    anon_growth = result.peak_anonymous_mb - result.start_anonymous_mb
+                    speed = (polars_seconds / result.seconds) if polars_seconds else float("nan")
+                    table.append(
+                        [
+                            f"{output_format} {mb:g} MB {name}",
+                            f"{input_mb:.1f}",
+                            result.rows,
+                            result.day_files,
+                            f"{result.seconds:.2f}",
+                            f"{input_mb / result.seconds:.0f}",
+                            f"{speed:.2f}x",
+                            f"{result.peak_rss_mb - result.start_rss_mb:.0f}",
+                            f"{anon_growth:.0f}",
+                            f"{anon_growth / input_mb:.2f}",
+                        ]
+                    )
+                    results.append(
+                        {"format": output_format, "input_mb": round(input_mb, 1), "variant": name}
+                        | asdict(result)
+                        | {"mb_per_s": round(input_mb / result.seconds, 1), "speed_vs_polars": round(speed, 2)}
+                    )
     print(format_table(_HEADER, table))
-    print("\nRatios ours/baseline (below 1 means ours needs less):")
-    for line in ratios:
-        print(f"  {line}")
+    print("\nx polars: throughput relative to bare polars on the same ZIP (above 1 is faster). anon / input: anonymous")
+    print("memory growth per MB of uncompressed input (the target for ours is at most 1).")
+    document = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    RESULTS.write_text(json.dumps(document | {"parse": results}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -198,6 +198,9 @@ def build_source_assets(
                 "raw_rows_read": build.raw_rows,
                 "raw_zips_read": dg.MetadataValue.json(list(build.raw_files)),
                 "columns": dg.MetadataValue.json(list(build.columns)),
+                # Vendor columns whose JSON values were numbers, booleans or objects: stored as text regardless.
+                "vendor_columns_kept_as_text": dg.MetadataValue.json(build.text_columns),
+                "manifest": build.manifest,
             }
         )
 

@@ -6,14 +6,16 @@ only what the stage before it stored (invariant 3): Parquet and BigQuery never c
 
 from __future__ import annotations
 
+import secrets
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Final, TypeVar
 
 from google.cloud import bigquery
 
@@ -29,14 +31,20 @@ from hatch_pipeline.storage import (
     ObjectStore,
     RawManifest,
     newest_manifests,
-    parquet_day_key,
     parquet_file_key,
+    parquet_manifest_key,
+    parquet_manifest_prefix,
     parquet_prefix,
     parse_raw_manifest_key,
     raw_manifest_key,
     raw_manifests_prefix,
     raw_zip_key,
 )
+
+_PARALLEL_CALLS: Final = 8
+"""Object-store calls in flight at once when a stage uploads, reads or deletes many objects."""
+_PARQUET_TYPE: Final = "application/vnd.apache.parquet"
+_T = TypeVar("_T")
 
 
 class MissingUpstream(RuntimeError):
@@ -219,7 +227,7 @@ def _after_export(source: str, landed: LandedWindow, days_left: int) -> str:
 
 
 def _raw_manifests(store: ObjectStore, source: DataSource) -> list[RawManifest]:
-    return [m for key in store.list_keys(raw_manifests_prefix(source)) if (m := parse_raw_manifest_key(key))]
+    return [m for key in store.list(raw_manifests_prefix(source)) if (m := parse_raw_manifest_key(key))]
 
 
 def _reused(store: ObjectStore, manifest: RawManifest) -> LandedWindow:
@@ -281,6 +289,10 @@ class ParquetBuild:
     """gs:// URIs of the ZIPs read."""
     raw_rows: int
     """Records in those ZIPs (for days outside the range too, when a ZIP spans more than the range)."""
+    text_columns: dict[str, str]
+    """Vendor-added columns that held non-text JSON values (name -> the type polars saw), stored as text."""
+    manifest: str
+    """gs:// URI of the manifest that published the range."""
 
 
 def build_parquet(
@@ -292,7 +304,12 @@ def build_parquet(
     loaded_at: datetime,
     date_column: str | None = None,
 ) -> ParquetBuild:
-    """Parse the stored ZIPs that hold the range into one Parquet file per day (none for a day without rows)."""
+    """Parse the stored ZIPs that hold the range into one Parquet file per day (none for a day without rows).
+
+    The files are uploaded in parallel under names unique to this build, then one manifest names them all: that
+    write is what makes the range's new days visible, so a build that fails or is killed half-way publishes
+    nothing. Files the manifest supersedes are deleted afterwards.
+    """
     wanted = list(days.dates())
     newest = newest_manifests(_raw_manifests(store, source), wanted)
     missing = [day for day in wanted if day not in newest]
@@ -307,15 +324,18 @@ def build_parquet(
     for day, manifest in newest.items():
         by_zip[(documents[manifest]["zip"], manifest.window.start, manifest.window.end)].append(day)
 
-    rows_by_day: dict[date, int] = {}
+    token = f"{loaded_at.astimezone(UTC):%Y%m%dT%H%M%S%fZ}-{secrets.token_hex(4)}"
+    published: dict[date, dict[str, Any]] = {}
     columns: dict[str, None] = {}
+    text_columns: dict[str, str] = {}
     raw_rows = 0
     raw_files: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="hatch-parquet-") as workdir:
+    uploads: list[Future[None]] = []
+    # The pool is left (every upload finished) before the folder holding the files is removed.
+    with tempfile.TemporaryDirectory(prefix="hatch-parquet-") as workdir, ThreadPoolExecutor(_PARALLEL_CALLS) as pool:
         for index, ((key, start, end), wanted) in enumerate(sorted(by_zip.items(), key=lambda item: item[1][0])):
             if key is None:  # the vendor answered 204: these days have no rows
-                for day in wanted:
-                    rows_by_day[day] = _publish_day(store, source, day, None, 0, ())
+                published |= {day: _day_record(None, 0, ()) for day in wanted}
                 continue
             # Keep the stored name, so a parse error names the object a user can find in the bucket.
             (Path(workdir) / str(index)).mkdir()
@@ -333,43 +353,121 @@ def build_parquet(
             raw_files.append(store.uri(key))
             raw_rows += parsed.rows
             columns |= dict.fromkeys(parsed.columns)
+            text_columns |= parsed.text_columns
             for parsed_day in parsed.days:
-                if parsed_day.day in wanted:
-                    rows_by_day[parsed_day.day] = _publish_day(
-                        store, source, parsed_day.day, parsed_day.path, parsed_day.rows, parsed.columns
-                    )
+                if parsed_day.day not in wanted:
+                    continue
+                file_key = None
+                if parsed_day.path is not None:
+                    file_key = parquet_file_key(source, parsed_day.day, token)
+                    uploads.append(pool.submit(store.put_file, file_key, parsed_day.path, _PARQUET_TYPE))
+                published[parsed_day.day] = _day_record(file_key, parsed_day.rows, parsed.columns)
             zip_path.unlink()
+        for upload in uploads:
+            upload.result()  # the first failed upload fails the build before anything is published
+    manifest_key = _publish_manifest(store, source, days, token, published)
     return ParquetBuild(
-        rows_by_day=dict(sorted(rows_by_day.items())),
+        rows_by_day={day: record["rows"] for day, record in sorted(published.items())},
         columns=tuple(columns),
         raw_files=tuple(raw_files),
         raw_rows=raw_rows,
+        text_columns=text_columns,
+        manifest=store.uri(manifest_key),
     )
 
 
-def _publish_day(
-    store: ObjectStore, source: DataSource, day: date, path: Path | None, rows: int, columns: tuple[str, ...]
-) -> int:
-    """Put (or remove) the day's file first, then its record: the record never points at a file not yet there."""
-    if path is None:
-        store.delete(parquet_file_key(source, day))
-    else:
-        store.put_file(parquet_file_key(source, day), path, "application/vnd.apache.parquet")
-    store.put_json(
-        parquet_day_key(source, day),
-        {"day": day.isoformat(), "rows": rows, "columns": list(columns) if rows else []},
-    )
-    return rows
+def _day_record(file_key: str | None, rows: int, columns: Sequence[str]) -> dict[str, Any]:
+    return {"file": file_key, "rows": rows, "columns": list(columns) if rows else []}
 
 
-def _require(store: ObjectStore, key: str, upstream: str, day: date) -> dict[str, Any]:
-    document = store.get_json(key)
-    if document is None:
+@dataclass(frozen=True, order=True)
+class _Manifest:
+    """A Parquet manifest as its key names it: sorting orders manifests oldest first."""
+
+    stamp: str
+    start: date
+    end: date
+    key: str
+
+    @classmethod
+    def from_key(cls, key: str) -> _Manifest:
+        stamp, start, end = key.rsplit("/", 1)[-1].removesuffix(".json").split("_")
+        return cls(stamp, date.fromisoformat(start), date.fromisoformat(end), key)
+
+    def covers(self, day: date) -> bool:
+        return self.start <= day <= self.end
+
+
+def _manifests(store: ObjectStore, source: DataSource) -> list[_Manifest]:
+    return sorted(_Manifest.from_key(key) for key in store.list(parquet_manifest_prefix(source)))
+
+
+def _newest_manifests(manifests: Sequence[_Manifest], days: Iterable[date]) -> dict[date, _Manifest]:
+    """For each of `days` that any manifest covers, the newest one that does."""
+    wanted = tuple(days)
+    newest: dict[date, _Manifest] = {}
+    for manifest in manifests:  # oldest first, so newer ones overwrite
+        newest |= {day: manifest for day in wanted if manifest.covers(day)}
+    return newest
+
+
+def _publish_manifest(
+    store: ObjectStore, source: DataSource, days: ExportWindow, token: str, records: Mapping[date, dict[str, Any]]
+) -> str:
+    """Write the manifest that makes `records` the range's days, then retire what it supersedes: the older
+    manifests' files for these days, and the manifests none of whose days they still decide."""
+    older = _manifests(store, source)
+    key = parquet_manifest_key(source, token, days.start, days.end)
+    store.put_json(key, {"source": source, "days": {day.isoformat(): records[day] for day in days.dates()}})
+    ours = _Manifest.from_key(key)
+    overlapping = [
+        manifest for manifest in older if manifest < ours and manifest.start <= days.end and days.start <= manifest.end
+    ]
+    newest = _newest_manifests([*older, ours], {day for manifest in overlapping for day in _dates(manifest)})
+    documents = dict(zip(overlapping, _in_parallel(lambda m: store.get_json(m.key), overlapping), strict=True))
+    doomed = [
+        file_key
+        for manifest, document in documents.items()
+        for day, record in (document or {}).get("days", {}).items()
+        if days.start <= date.fromisoformat(day) <= days.end and (file_key := record.get("file"))
+    ]
+    doomed += [m.key for m in overlapping if all(newest[day] != m for day in _dates(m))]
+    list(_in_parallel(store.delete, doomed))
+    return key
+
+
+def _dates(manifest: _Manifest) -> Iterator[date]:
+    return ExportWindow(manifest.start, manifest.end).dates()
+
+
+def _in_parallel(call: Callable[[Any], _T], items: Sequence[Any]) -> Iterator[_T]:
+    """`call` over `items` with a few object-store calls in flight, results in order."""
+    if len(items) <= 1:
+        return map(call, items)
+    with ThreadPoolExecutor(_PARALLEL_CALLS) as pool:
+        return iter(list(pool.map(call, items)))
+
+
+def published_days(store: ObjectStore, source: DataSource, days: ExportWindow) -> dict[date, dict[str, Any]]:
+    """What the Parquet stage published for each day: its file key (None without rows), rows and columns.
+
+    One listing finds the newest manifest of each day; only those are read (one for a range built in one run).
+    """
+    newest = _newest_manifests(_manifests(store, source), days.dates())
+    missing = [day for day in days.dates() if day not in newest]
+    if missing:
+        upstream = f"hatch/parquet/{source}"
         raise MissingUpstream(
-            f"{upstream} has nothing stored for {day} ({store.uri(key)} is missing); materialize {upstream} "
-            "for that day first"
+            f"{upstream} has published nothing for {missing[0]}"
+            + (f" and {len(missing) - 1} more day(s)" if len(missing) > 1 else "")
+            + f" (no manifest under {store.uri(parquet_manifest_prefix(source))} covers it); materialize {upstream} "
+            "for those days first"
         )
-    return document
+    wanted = sorted(set(newest.values()))
+    documents = dict(zip(wanted, _in_parallel(lambda m: store.get_json(m.key), wanted), strict=True))
+    if any(document is None for document in documents.values()):
+        raise MissingUpstream(f"a manifest of hatch/parquet/{source} was replaced while it was read; run again")
+    return {day: (documents[newest[day]] or {})["days"][day.isoformat()] for day in days.dates()}
 
 
 # --- bigquery -----------------------------------------------------------------------------------------------------
@@ -403,14 +501,12 @@ def load_bigquery(
     run_id: str,
 ) -> BigQueryLoad:
     """Replace exactly the range's days in the day-partitioned table with the stored Parquet, in one transaction."""
-    records = {
-        day: _require(store, parquet_day_key(source, day), f"hatch/parquet/{source}", day) for day in days.dates()
-    }
+    records = published_days(store, source, days)
     # Files of one column set load together (the emulator maps Parquet columns by position, BigQuery by name).
     files_by_columns: dict[tuple[str, ...], list[str]] = defaultdict(list)
-    for day, record in records.items():
-        if record["rows"]:
-            files_by_columns[tuple(record["columns"])].append(store.uri(parquet_file_key(source, day)))
+    for record in records.values():
+        if record["file"] is not None:
+            files_by_columns[tuple(record["columns"])].append(store.uri(record["file"]))
     groups = [
         warehouse.ParquetGroup(
             uris=tuple(uris), columns=_bigquery_columns(source, names), hive_prefix=store.uri(parquet_prefix(source))

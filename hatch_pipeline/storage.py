@@ -3,12 +3,16 @@
 Layout under `gs://BUCKET/PREFIX/`:
   raw/S/S_A_B-<sha256[:16]>.zip        a vendor ZIP exactly as received; the name carries its hash, so a stored ZIP
                                        is never replaced by different bytes (a re-export that differs gets a new name)
-  raw/S/exports/<UTC stamp>_A_B.json  one manifest per export of days A..B: which ZIP holds them (or that the
+  manifests/raw/S/<stamp>_A_B.json    one manifest per export of days A..B: which ZIP holds them (or that the
                                        vendor answered 204). The newest manifest covering a day wins, so the
                                        names alone (one listing) tell which days are stored and since when
-  parquet/S/export_date=YYYY-MM-DD/part-0.parquet
-                                       that day's rows; absent when the day has none
-  parquet/S/days/YYYY-MM-DD.json       the day's row count and columns, for reconciliation
+  parquet/S/export_date=YYYY-MM-DD/part-<token>.parquet
+                                       that day's rows as one Parquet build wrote them (nothing but Parquet lives
+                                       under parquet/S/, so an external table over it reads only data)
+  manifests/parquet/S/<stamp>_<A>_<B>.json
+                                       what one Parquet build published for days A..B: each day's file, rows and
+                                       columns. Written after the files, so it is what makes them visible; for each
+                                       day the newest manifest (by stamp, which sorts by time) is the truth
 """
 
 from __future__ import annotations
@@ -74,6 +78,11 @@ class ObjectStore:
             json.dumps(document, indent=1, sort_keys=True), content_type="application/json"
         )
 
+    def list(self, prefix: str) -> list[str]:
+        """The keys under `prefix`, sorted (one call per 1,000 keys)."""
+        start = len(self._name(""))
+        return sorted(blob.name[start:] for blob in self._bucket.list_blobs(prefix=self._name(prefix)))
+
     def get_json(self, key: str) -> dict[str, Any] | None:
         try:
             data = self._bucket.blob(self._name(key)).download_as_bytes()
@@ -81,11 +90,6 @@ class ObjectStore:
             return None
         document: dict[str, Any] = json.loads(data)
         return document
-
-    def list_keys(self, prefix: str) -> list[str]:
-        """Every key under `prefix` (one listing, paged by the client), relative to the store's prefix."""
-        strip = len(self._name(""))
-        return [blob.name[strip:] for blob in self._bucket.client.list_blobs(self._bucket, prefix=self._name(prefix))]
 
     def _name(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
@@ -110,7 +114,7 @@ class RawManifest:
 
 
 def raw_manifests_prefix(source: str) -> str:
-    return f"raw/{source}/exports/"
+    return f"manifests/raw/{source}/"
 
 
 def raw_manifest_key(source: str, window: ExportWindow, exported_at: datetime) -> str:
@@ -146,9 +150,15 @@ def parquet_prefix(source: str) -> str:
     return f"parquet/{source}/"
 
 
-def parquet_file_key(source: str, day: date) -> str:
-    return f"{parquet_prefix(source)}export_date={day.isoformat()}/part-0.parquet"
+def parquet_file_key(source: str, day: date, token: str) -> str:
+    """A day's file as one build wrote it: `token` is unique to the build, so a build never overwrites a file that
+    a published manifest names (a build killed half-way leaves only files nobody reads)."""
+    return f"{parquet_prefix(source)}export_date={day.isoformat()}/part-{token}.parquet"
 
 
-def parquet_day_key(source: str, day: date) -> str:
-    return f"parquet/{source}/days/{day.isoformat()}.json"
+def parquet_manifest_prefix(source: str) -> str:
+    return f"manifests/parquet/{source}/"
+
+
+def parquet_manifest_key(source: str, stamp: str, start: date, end: date) -> str:
+    return f"{parquet_manifest_prefix(source)}{stamp}_{start.isoformat()}_{end.isoformat()}.json"

@@ -44,6 +44,8 @@ _STANDARD_TYPE_NAMES: Final = {"INTEGER": "INT64", "FLOAT": "FLOAT64", "BOOLEAN"
 _PROJECT_ID = re.compile(r"(?:[a-z0-9.-]+:)?[a-z][a-z0-9-]*[a-z0-9]")
 _DATASET_ID = re.compile(r"[A-Za-z0-9_]{1,1024}")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,299}")
+RESERVED_COLUMN_PREFIXES: Final = ("_TABLE_", "_FILE_", "_PARTITION", "_ROW_TIMESTAMP", "__ROOT__", "_COLON_")
+"""BigQuery refuses column names that start with these, in any case."""
 _STAGING_EXPIRY = timedelta(days=1)
 
 
@@ -175,6 +177,19 @@ def bigquery_columns(schema: Mapping[str, pl.DataType]) -> dict[str, str]:
         except TypeError as error:
             raise TypeError(f"column {name!r}: {error}") from None
     return columns
+
+
+def column_name_problem(name: str) -> str | None:
+    """Why BigQuery (or the SQL this module writes) cannot take `name` as a column, or None when it can.
+
+    Names are also case-insensitive in BigQuery: callers must check that no two names differ only in case.
+    """
+    if not _NAME.fullmatch(name):
+        return "column names need a letter or underscore first, then letters, digits and underscores (at most 300)"
+    reserved = next((prefix for prefix in RESERVED_COLUMN_PREFIXES if name.upper().startswith(prefix)), None)
+    if reserved is not None:
+        return f"BigQuery reserves column names starting with {reserved}"
+    return None
 
 
 def ensure_dataset(client: bigquery.Client, project: str, dataset: str, location: str) -> None:

@@ -83,7 +83,7 @@ def test_a_refetch_tag_exports_exactly_the_runs_days_again(pipeline: Pipeline, g
     assert raw["refetch"] == dg.BoolMetadataValue(True)
     manifests = [
         manifest
-        for blob in gcs_client.list_blobs(pipeline.bucket, prefix="hatch/raw/contact_history/exports/")
+        for blob in gcs_client.list_blobs(pipeline.bucket, prefix="hatch/manifests/raw/contact_history/")
         if (manifest := parse_raw_manifest_key(blob.name.removeprefix("hatch/")))
     ]
     assert len(manifests) == 2, "the refetch adds a manifest; the earlier export stays stored"

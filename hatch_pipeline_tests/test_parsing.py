@@ -177,31 +177,97 @@ def test_lineage_columns_come_last_with_the_values_passed_in(tmp_path: Path) -> 
     assert parsed.days[0].path == tmp_path / "out" / "export_date=2026-11-20" / "part-0.parquet"
 
 
-def test_json_and_csv_exports_give_the_same_parquet(tmp_path: Path) -> None:
-    bodies = [
-        'She said "yes, tomorrow"\nand then, after a pause,\r\n"no".',
-        "Ünïcödé ✓ 🙂 — 日本語",
-        "",
-        None,
-        "  leading and trailing spaces  ",
-        "comma, only",
-    ]
+FIDELITY_BODIES = [
+    'She said "yes, tomorrow"\nand then, after a pause,\r\n"no".',
+    "Ünïcödé ✓ 🙂 — 日本語",
+    "",
+    None,
+    "  leading and trailing spaces  ",
+    "comma, only",
+    "line\u2028separator and paragraph\u2029separator",
+    "long " * 60_000,  # 300 kB, more than Python's csv default field limit
+]
+
+
+def fidelity_frames(tmp_path: Path) -> dict[OutputFormat, pl.DataFrame]:
     rows = [
         item(f"{index:05d}", f"2026-11-{19 + index % 3}T0{index}:30:00.5Z", body, later=f"x{index}" if index else None)
-        for index, body in enumerate(bodies)
+        for index, body in enumerate(FIDELITY_BODIES)
     ]
-    frames = {}
+    frames: dict[OutputFormat, pl.DataFrame] = {}
     for fmt in ("json", "csv"):
         zip_path = export_zip(tmp_path, "conversation_items", NOV_19_TO_21, rows, fmt)
         parsed = parse(zip_path, tmp_path / fmt, source="conversation_items", window=NOV_19_TO_21)
-        frames[fmt] = read_all(parsed)
+        frames[fmt] = read_all(parsed).sort("id")
+    return frames
 
-    assert_frame_equal(frames["json"].drop("_source_file"), frames["csv"].drop("_source_file"))
-    by_id = dict(zip(frames["csv"]["id"], frames["csv"]["body"], strict=True))
-    assert by_id["00000"] == bodies[0]
-    assert by_id["00001"] == bodies[1]
-    assert by_id["00002"] is None  # the vendor's CSV cannot tell "" from null, so neither format keeps ""
-    assert by_id["00004"] == bodies[4]
+
+def test_json_keeps_every_value_as_sent_with_empty_strings_apart_from_null(tmp_path: Path) -> None:
+    frame = fidelity_frames(tmp_path)["json"]
+
+    assert frame["body"].to_list() == FIDELITY_BODIES
+    assert frame["later"].to_list() == [None, *(f"x{index}" for index in range(1, len(FIDELITY_BODIES)))]
+
+
+def test_csv_gives_the_json_values_except_empty_strings_which_it_cannot_tell_from_null(tmp_path: Path) -> None:
+    frames = fidelity_frames(tmp_path)
+
+    assert frames["csv"]["body"].to_list() == [None if body == "" else body for body in FIDELITY_BODIES]
+    assert_frame_equal(frames["json"].drop("body", "_source_file"), frames["csv"].drop("body", "_source_file"))
+
+
+def test_a_quoted_empty_csv_field_is_an_empty_string_and_an_unquoted_one_null(tmp_path: Path) -> None:
+    text = 'contact_history_id,email,phone,updated_at\r\n1,"",,2026-11-20T12:00:00Z\r\n'
+    zip_path = write_zip(tmp_path / "raw.zip", member_name("contact_history", NOV_20, "csv"), text)
+
+    frame = read_all(parse(zip_path, tmp_path / "out"))
+
+    assert frame.select("email", "phone").row(0) == ("", None)
+
+
+@pytest.mark.parametrize("fmt", ["json", "csv"])
+def test_a_byte_order_mark_is_not_part_of_the_first_column(tmp_path: Path, fmt: OutputFormat) -> None:
+    rows = [contact("0001", "2026-11-20T12:00:00Z")]
+    text = "\ufeff" + (ndjson_text(rows) if fmt == "json" else csv_text(rows))
+    zip_path = write_zip(tmp_path / "raw.zip", member_name("contact_history", NOV_20, fmt), text)
+
+    frame = read_all(parse(zip_path, tmp_path / "out"))
+
+    assert frame.columns == [*SCHEMAS["contact_history"].columns, *LINEAGE_COLUMNS]
+    assert frame["organization_id"].to_list() == ["007"]
+
+
+def test_json_numbers_and_booleans_become_their_documented_types_and_text_elsewhere(tmp_path: Path) -> None:
+    row = contact("0001", "2026-11-20T12:00:00Z", sales_value="12.50", opted_out="true", hatch_contact_id=123)
+    row |= {"campaign_stage": 2, "score": 12345678901234567890, "flags": [1, "a"]}
+    parsed = parse(export_zip(tmp_path, "contact_history", NOV_20, [row]), tmp_path / "out")
+
+    frame = read_all(parsed)
+    assert frame.select("sales_value", "opted_out", "hatch_contact_id", "campaign_stage").row(0) == (
+        12.5,
+        True,
+        "123",
+        "2",
+    )
+    assert frame.select("score", "flags").row(0) == ("12345678901234567890", '[1, "a"]')  # the JSON text as sent
+    assert parsed.text_columns == {"score": "Int128", "flags": "List(String)"}
+
+
+def test_a_vendor_column_that_changes_type_between_exports_keeps_every_value_as_text(tmp_path: Path) -> None:
+    numbers = parse(
+        export_zip(tmp_path, "contact_history", NOV_20, [contact("1", "2026-11-20T12:00:00Z", rank=7)]),
+        tmp_path / "a",
+    )
+    words = parse(
+        export_zip(tmp_path, "contact_history", NOV_20, [contact("2", "2026-11-20T12:00:00Z", rank="first")]),
+        tmp_path / "b",
+    )
+
+    assert read_all(numbers)["rank"].to_list() == ["7"]
+    assert read_all(words)["rank"].to_list() == ["first"]
+    assert pl.read_parquet_schema(numbers.days[0].path or "")["rank"] == pl.String
+    assert numbers.text_columns == {"rank": "Int64"}
+    assert words.text_columns == {}
 
 
 def test_a_column_first_seen_deep_in_ndjson_is_kept_as_text_and_null_elsewhere(tmp_path: Path) -> None:
@@ -392,6 +458,27 @@ def test_a_value_that_does_not_parse_names_its_line(
     assert f"{field} holds {value!r}, which is not {expected}" in str(error)
 
 
+@pytest.mark.parametrize(
+    ("extra", "problem"),
+    [
+        ("first name", "column 'first name' cannot be loaded into BigQuery: column names need a letter or underscore"),
+        ("_PARTITIONTIME", "BigQuery reserves column names starting with _PARTITION"),
+        ("Email", "columns 'email' and 'Email' differ only in case"),
+        ("_loaded_at", "column '_loaded_at' has the name of the pipeline's own column '_loaded_at'"),
+        ("Export_Date", "column 'Export_Date' has the name of the pipeline's own column 'export_date'"),
+    ],
+)
+@pytest.mark.parametrize("fmt", ["json", "csv"])
+def test_a_column_name_bigquery_cannot_take_is_refused_before_anything_is_written(
+    tmp_path: Path, fmt: OutputFormat, extra: str, problem: str
+) -> None:
+    rows = [contact("1", "2026-11-20T12:00:00Z", **{extra: "x"})]
+    text = ndjson_text(rows) if fmt == "json" else csv_text(rows)
+    error = malformed(tmp_path, member_name("contact_history", NOV_19_TO_21, fmt), text)
+    assert problem in str(error)
+    assert "report the column to Hatch" in str(error)
+
+
 def test_a_zip_without_the_expected_member_is_refused(tmp_path: Path) -> None:
     error = malformed(tmp_path, "contact_history_2026-11-01_2026-11-02.json", ndjson_text([contact("1", None)]))
     assert "expected exactly one member named contact_history_2026-11-19_2026-11-21.json or" in str(error)
@@ -410,3 +497,27 @@ def test_an_unknown_timezone_is_refused_before_any_work(tmp_path: Path) -> None:
     zip_path = export_zip(tmp_path, "contact_history", NOV_20, [contact("1", None)])
     with pytest.raises(ValueError, match="'Mars/Olympus' is not an IANA time zone name"):
         parse(zip_path, tmp_path / "out", timezone="Mars/Olympus")
+
+
+def test_a_member_that_decompresses_beyond_the_limit_is_stopped_while_streaming(tmp_path: Path) -> None:
+    zip_path = write_zip(tmp_path / "raw.zip", JSON_MEMBER, ndjson_text([contact("1", None)]) * 2_000)
+    with pytest.raises(MalformedExport, match="decompresses to more than 100,000 bytes") as caught:
+        parse_export(
+            zip_path,
+            source="contact_history",
+            window=NOV_19_TO_21,
+            out_dir=tmp_path / "out",
+            timezone="UTC",
+            source_file="gs://bucket/raw.zip",
+            loaded_at=LOADED_AT,
+            max_member_bytes=100_000,
+        )
+    assert "If Hatch really sent this, raise max_member_bytes" in str(caught.value)
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_a_zip_cut_short_is_refused(tmp_path: Path) -> None:
+    zip_path = export_zip(tmp_path, "contact_history", NOV_20, [contact(str(index), None) for index in range(500)])
+    zip_path.write_bytes(zip_path.read_bytes()[: zip_path.stat().st_size // 2])
+    with pytest.raises(MalformedExport, match="not a readable ZIP archive"):
+        parse(zip_path, tmp_path / "out")

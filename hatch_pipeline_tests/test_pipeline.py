@@ -1,5 +1,5 @@
 """The whole pipeline, as a user runs it: the six assets materialized by Dagster against the sandbox API, the GCS
-emulator and the BigQuery emulator, over real connections with the official clients."""
+emulator and the BigQuery emulator, over real connections with the official clients (see pipeline_fixtures.py)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,14 @@ from datetime import timedelta
 
 import dagster as dg
 import polars as pl
+import pytest
 from google.cloud import bigquery
 from google.cloud.storage import Client as StorageClient
 
 from hatch_pipeline.assets import REFETCH_TAG, bigquery_key
 from hatch_pipeline.export_api.ledger import organization_key
-from hatch_pipeline.sandbox.data import DEFAULT_API_KEY
+from hatch_pipeline.export_api.windows import OutputFormat
+from hatch_pipeline.sandbox.data import DEFAULT_API_KEY, EDGE_BODIES
 from hatch_pipeline.sandbox.server import Fault
 from hatch_pipeline.settings import Settings
 from hatch_pipeline_tests.pipeline_fixtures import (
@@ -68,10 +70,13 @@ def test_a_30_day_backfill_of_both_sources_takes_two_exports(pipeline: Pipeline)
         assert table.group_by("_export_date").len()["len"].to_list() == [ROWS_PER_DAY] * 30
 
 
-def test_re_running_any_stage_leaves_identical_tables_and_only_raw_calls_the_api(pipeline: Pipeline) -> None:
+def test_re_running_any_stage_leaves_identical_tables_and_only_raw_calls_the_api(
+    pipeline: Pipeline, gcs_client: StorageClient
+) -> None:
     start = YESTERDAY - timedelta(days=4)
     pipeline.materialize(start, YESTERDAY)
     first = {source: without_load_time(pipeline.table(source)) for source in SOURCES}
+    first_days = {start + timedelta(days=offset) for offset in range(5)}
     exports_after_first_run = len(pipeline.exports())
 
     pipeline.materialize(start, YESTERDAY, keys_of("parquet", "bigquery"))
@@ -85,6 +90,12 @@ def test_re_running_any_stage_leaves_identical_tables_and_only_raw_calls_the_api
         assert again.equals(first[source])
         natural_id = "contact_history_id" if source == "contact_history" else "id"
         assert again[natural_id].n_unique() == again.height
+        # Only Parquet under parquet/S/, one file per day: each build retires the files it supersedes.
+        names = [blob.name for blob in gcs_client.list_blobs(pipeline.bucket, prefix=f"hatch/parquet/{source}/")]
+        assert all(name.endswith(".parquet") for name in names), names
+        assert sorted(name.split("/")[3] for name in names) == [f"export_date={day}" for day in sorted(first_days)]
+        manifests = list(gcs_client.list_blobs(pipeline.bucket, prefix=f"hatch/manifests/parquet/{source}/"))
+        assert len(manifests) == 1
 
 
 def test_csv_and_json_exports_give_identical_tables(pipeline: Pipeline, bq_client: bigquery.Client) -> None:
@@ -103,6 +114,22 @@ def test_csv_and_json_exports_give_identical_tables(pipeline: Pipeline, bq_clien
     bq_client.delete_dataset(
         f"{pipeline.local_gcp.project}.{pipeline.dataset}", delete_contents=True, not_found_ok=True
     )
+
+
+@pytest.mark.parametrize("fmt", ["json", "csv"])
+def test_values_reach_bigquery_as_the_vendor_sent_them(pipeline: Pipeline, fmt: OutputFormat) -> None:
+    pipeline.output_format = fmt
+    pipeline.sandbox.config = dataclasses.replace(pipeline.sandbox.config, edge_values=True)  # and a BOM in CSV
+
+    pipeline.materialize(YESTERDAY, YESTERDAY)
+
+    # JSON keeps "" apart from null; the vendor's CSV writes both as an empty field, which reads as null.
+    empty = "" if fmt == "json" else None
+    bodies = pipeline.table("conversation_items").sort("created_at")["body"].to_list()
+    assert bodies[: len(EDGE_BODIES)] == [empty if body == "" else body for body in EDGE_BODIES]
+    contacts = pipeline.table("contact_history").sort("updated_at")
+    assert contacts["email"][0] == empty
+    assert contacts.height == ROWS_PER_DAY
 
 
 def test_columns_the_vendor_adds_are_added_to_the_table(pipeline: Pipeline) -> None:

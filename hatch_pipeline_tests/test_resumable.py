@@ -28,7 +28,7 @@ RUN_TIMEOUT_SECONDS = 600
 
 def stored_days(pipeline: Pipeline, gcs_client: StorageClient) -> set[str]:
     """Days with a manifest in the bucket: what the raw stage treats as stored."""
-    prefix = f"hatch/raw/{SOURCE}/exports/"
+    prefix = f"hatch/manifests/raw/{SOURCE}/"
     manifests = [parse_raw_manifest_key(blob.name) for blob in gcs_client.list_blobs(pipeline.bucket, prefix=prefix)]
     return {day.isoformat() for manifest in manifests if manifest for day in manifest.window.dates()}
 

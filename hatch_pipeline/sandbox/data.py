@@ -70,6 +70,17 @@ CONVERSATION_ITEMS_COLUMNS: Final = (
     "updated_at",
 )
 
+EDGE_BODIES: Final = (
+    "",
+    None,
+    "line\u2028separator, paragraph\u2029separator, a tab\t and a bell \u0007",
+    'Ünïcödé ✓ 🙂 — 日本語, "quoted"\r\nand a CRLF',
+    "a long email body " * 20_000,
+)
+"""conversation_items bodies of each day's first rows when `SandboxConfig.edge_values` is on: "" beside null, the
+unicode line and paragraph separators, quotes and line breaks, a 360 kB body (Python's csv limit is 128 kB)."""
+_BOM: Final = "\ufeff"
+
 EDGE_ROWS_PER_DAY: Final = 4
 """Rows per day placed within three seconds of midnight, alternately just after the start and before the end."""
 
@@ -100,6 +111,9 @@ class SandboxConfig:
     max_payload_bytes: int = 100_000_000
     """Largest uncompressed data file the server sends; bigger exports are answered 413."""
     seed: int = 0
+    edge_values: bool = False
+    """Values a faithful pipeline must keep: conversation_items bodies from EDGE_BODIES on each day's first rows,
+    contact_history emails "" on each day's first row, and CSV files that start with a UTF-8 byte-order mark."""
 
     def __post_init__(self) -> None:
         if self.rows_per_day < 0:
@@ -146,8 +160,14 @@ def rows_for_day(
     offsets = _offsets_in_day(rng, count)
     catalog = _catalog(config.seed, organization_id)
     if source == "contact_history":
-        return _contact_history_rows(rng, day, offsets, catalog, has_new_columns(day, config))
-    return _conversation_items_rows(rng, day, offsets, catalog)
+        rows = _contact_history_rows(rng, day, offsets, catalog, has_new_columns(day, config))
+        edges: Iterator[dict[str, object]] = iter([{"email": ""}])
+    else:
+        rows = _conversation_items_rows(rng, day, offsets, catalog)
+        edges = ({"body": body} for body in EDGE_BODIES)
+    if not config.edge_values:
+        return rows
+    return (row | next(edges, {}) for row in rows)
 
 
 def render_export(
@@ -159,12 +179,13 @@ def render_export(
 ) -> Iterator[bytes]:
     """The uncompressed data file of one export, in UTF-8 chunks (one per day, plus the CSV header first).
 
-    json: newline-delimited JSON objects. csv: RFC 4180 with CRLF line ends, minimal quoting, null as an empty
-    field, booleans as true/false. The data never holds empty strings, so an empty CSV field always means null.
+    json: newline-delimited JSON objects. csv: RFC 4180 with CRLF line ends, minimal quoting, null and "" both as
+    an empty field (as Python's csv module writes them), booleans as true/false. Only `edge_values` puts empty
+    strings (and a byte-order mark before the CSV header) in the data.
     """
     if output_format == "csv":
         columns = columns_for(source, window, config)
-        yield _csv_text([columns]).encode()
+        yield ((_BOM if config.edge_values else "") + _csv_text([columns])).encode()
         for day in window.dates():
             rows = rows_for_day(source, day, config, organization_id)
             block = _csv_text([_csv_cell(row.get(column)) for column in columns] for row in rows)

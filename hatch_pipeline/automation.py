@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Final
 
 import dagster as dg
@@ -15,10 +14,10 @@ DAILY_RUN_HOUR: Final = 6
 
 
 def daily_partitions(settings: Settings) -> dg.DailyPartitionsDefinition:
-    """One partition per day in HATCH_TIMEZONE, the newest being yesterday (the newest day the vendor serves)."""
-    today = datetime.now(settings.zone).date()
+    """One partition per day in HATCH_TIMEZONE from a fixed first day (HATCH_FIRST_PARTITION), the newest being
+    yesterday (the newest day the vendor serves). Nothing here reads the clock: a reload never drops landed days."""
     return dg.DailyPartitionsDefinition(
-        start_date=settings.first_partition_day(today).isoformat(), timezone=settings.timezone, end_offset=0
+        start_date=settings.first_partition_day.isoformat(), timezone=settings.timezone, end_offset=0
     )
 
 

@@ -10,7 +10,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
-from typing import TypeVar, cast
+from typing import Final, TypeVar, cast
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -19,11 +19,14 @@ from hatch_pipeline.export_api.windows import (
     OUTPUT_FORMATS,
     DataSource,
     OutputFormat,
-    earliest_allowed_day,
 )
 from hatch_pipeline.schemas import SCHEMAS
 
 DEFAULT_API_BASE_URL = "https://bulk-export-api.usehatchapp.com/api/v1"
+DEFAULT_FIRST_PARTITION: Final = date(2026, 6, 1)
+"""The first daily partition when HATCH_FIRST_PARTITION is unset: a fixed date, so a reload on another day never
+moves the partition set (landed days stay in it). It covers the vendor's 180 days back as of this project's launch
+(Dec 2026); older days in it fail before any export, saying so. Deployments set their own date (doctor warns)."""
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 _Num = TypeVar("_Num", int, float)
 
@@ -141,11 +144,12 @@ class Settings:
         chosen = getattr(self, f"{source}_date_column")
         return chosen if isinstance(chosen, str) else SCHEMAS[source].date_column
 
-    def first_partition_day(self, today: date) -> date:
-        """The first daily partition: HATCH_FIRST_PARTITION, else the oldest day the API still serves."""
+    @property
+    def first_partition_day(self) -> date:
+        """The first daily partition: HATCH_FIRST_PARTITION, else DEFAULT_FIRST_PARTITION; never the clock."""
         if self.first_partition is not None:
             return date.fromisoformat(self.first_partition)
-        return earliest_allowed_day(today)
+        return DEFAULT_FIRST_PARTITION
 
     @property
     def ledger_url(self) -> str:

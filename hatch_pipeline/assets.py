@@ -5,7 +5,7 @@ whose raw step spends as few exports as the limits allow. The assets only wire t
 Dagster's resources and report what happened as metadata.
 """
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Final
 from zoneinfo import ZoneInfo
@@ -26,7 +26,7 @@ API_POOL: Final = "hatch_export_api"
 GROUP: Final = "hatch"
 OWNERS: Final = ["team:data-engineering"]
 FRESH_BY_HOUR: Final = 9
-"""Hour (HATCH_TIMEZONE) by which each table should hold yesterday; the daily schedule runs at 06:00."""
+"""Hour (HATCH_TIMEZONE) by which each table should hold yesterday; the daily schedule runs at 06:00 by default."""
 
 
 def raw_key(source: DataSource) -> dg.AssetKey:
@@ -39,6 +39,11 @@ def parquet_key(source: DataSource) -> dg.AssetKey:
 
 def bigquery_key(source: DataSource) -> dg.AssetKey:
     return dg.AssetKey(["hatch", "bigquery", source])
+
+
+def source_keys(sources: Sequence[DataSource]) -> list[dg.AssetKey]:
+    """Every asset key of `sources`, stage by stage: what a run of those sources' whole pipeline selects."""
+    return [make(source) for make in (raw_key, parquet_key, bigquery_key) for source in sources]
 
 
 REFETCH_TAG: Final = "hatch/refetch"

@@ -131,6 +131,13 @@ def _doctor() -> int:
     print("Configuration (HATCH_* variables):")
     for name, value in vars(settings).items():
         print(f"  {name} = {value}")
+    if settings.first_partition is None:
+        print(
+            f"HATCH_FIRST_PARTITION is not set: the partitions start on the project default "
+            f"{settings.first_partition_day}. Set it to your deployment's first day (YYYY-MM-DD) once and keep "
+            "it: the partition set must not change between deployments.",
+            file=sys.stderr,
+        )
     key = _api_key()
     if not key:
         print("HATCH_API_KEY is not set: set it to your organization's Bulk Export API key.", file=sys.stderr)

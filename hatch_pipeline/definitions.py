@@ -21,6 +21,6 @@ defs = dg.Definitions(
         for asset in build_source_assets(source, partitions, date_column=settings.date_column(source))
     ],
     jobs=[job],
-    schedules=[daily_schedule(job)],
+    schedules=[daily_schedule(settings, job)],
     resources=pipeline_resources(settings),
 )

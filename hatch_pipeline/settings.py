@@ -10,20 +10,28 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
-from typing import TypeVar, cast
+from typing import Final, TypeVar, cast
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from hatch_pipeline.export_api.windows import (
     DATA_SOURCES,
+    MAX_LOOKBACK_DAYS,
     OUTPUT_FORMATS,
     DataSource,
     OutputFormat,
-    earliest_allowed_day,
 )
 from hatch_pipeline.schemas import SCHEMAS
 
 DEFAULT_API_BASE_URL = "https://bulk-export-api.usehatchapp.com/api/v1"
+DEFAULT_FIRST_PARTITION: Final = date(2026, 6, 1)
+"""The first daily partition when HATCH_FIRST_PARTITION is unset: a fixed date, so a reload on another day never
+moves the partition set (landed days stay in it). It covers the vendor's 180 days back as of this project's launch
+(Dec 2026); older days in it fail before any export, saying so. Deployments set their own date (doctor warns)."""
+DEFAULT_SCHEDULE_CRON: Final = "0 6 * * *"
+"""The vendor refreshes nightly with the previous day; 06:00 in HATCH_TIMEZONE leaves it time to finish."""
+DEFAULT_LOOKBACK_DAYS: Final = 2
+"""The daily run refetches yesterday and this many days before it: late vendor corrections land within days."""
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 _Num = TypeVar("_Num", int, float)
 
@@ -52,6 +60,8 @@ class Settings:
     bigquery_emulator_host: str | None = None
     local_dir: str = ".hatch_local"
     first_partition: str | None = None
+    schedule_cron: str = DEFAULT_SCHEDULE_CRON
+    lookback_days: int = DEFAULT_LOOKBACK_DAYS
     contact_history_date_column: str | None = None
     conversation_items_date_column: str | None = None
 
@@ -91,6 +101,8 @@ class Settings:
             bigquery_emulator_host=get("BIGQUERY_EMULATOR_HOST"),
             local_dir=get("HATCH_LOCAL_DIR") or defaults.local_dir,
             first_partition=get("HATCH_FIRST_PARTITION"),
+            schedule_cron=get("HATCH_SCHEDULE_CRON") or defaults.schedule_cron,
+            lookback_days=_number("HATCH_LOOKBACK_DAYS", get("HATCH_LOOKBACK_DAYS"), defaults.lookback_days, int),
             contact_history_date_column=get("HATCH_CONTACT_HISTORY_DATE_COLUMN"),
             conversation_items_date_column=get("HATCH_CONVERSATION_ITEMS_DATE_COLUMN"),
         )
@@ -132,6 +144,17 @@ class Settings:
                     f"HATCH_FIRST_PARTITION={self.first_partition!r} is not a date; use YYYY-MM-DD"
                 ) from None
 
+        if len(self.schedule_cron.split()) != 5:
+            raise SettingsError(
+                f"HATCH_SCHEDULE_CRON={self.schedule_cron!r} is not a cron string of five fields; use e.g. "
+                f"{DEFAULT_SCHEDULE_CRON!r} (minute hour day month weekday, in HATCH_TIMEZONE)"
+            )
+        if not 0 <= self.lookback_days < MAX_LOOKBACK_DAYS:
+            raise SettingsError(
+                f"HATCH_LOOKBACK_DAYS={self.lookback_days} is out of range; use 0 (yesterday only) up to "
+                f"{MAX_LOOKBACK_DAYS - 1} (the vendor serves {MAX_LOOKBACK_DAYS} days back)"
+            )
+
     @property
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
@@ -141,11 +164,12 @@ class Settings:
         chosen = getattr(self, f"{source}_date_column")
         return chosen if isinstance(chosen, str) else SCHEMAS[source].date_column
 
-    def first_partition_day(self, today: date) -> date:
-        """The first daily partition: HATCH_FIRST_PARTITION, else the oldest day the API still serves."""
+    @property
+    def first_partition_day(self) -> date:
+        """The first daily partition: HATCH_FIRST_PARTITION, else DEFAULT_FIRST_PARTITION; never the clock."""
         if self.first_partition is not None:
             return date.fromisoformat(self.first_partition)
-        return earliest_allowed_day(today)
+        return DEFAULT_FIRST_PARTITION
 
     @property
     def ledger_url(self) -> str:

@@ -9,7 +9,7 @@ import os
 import shutil
 import uuid
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -23,7 +23,7 @@ from google.cloud import bigquery
 from google.cloud.storage import Client as StorageClient
 
 from hatch_pipeline.assets import bigquery_key, build_source_assets, parquet_key, raw_key
-from hatch_pipeline.automation import daily_partitions
+from hatch_pipeline.automation import daily_partitions, range_tags
 from hatch_pipeline.demo import PROJECT_ROOT
 from hatch_pipeline.export_api.windows import DataSource, ExportWindow, OutputFormat, parse_day
 from hatch_pipeline.local_services import bigquery_client
@@ -84,7 +84,7 @@ class Pipeline:
         *,
         raise_on_error: bool = True,
         settings: Settings = DEFAULT_SETTINGS,
-        tags: dict[str, str] | None = None,
+        tags: Mapping[str, str] | None = None,
         instance: dg.DagsterInstance | None = None,
     ) -> dg.ExecuteInProcessResult:
         partitions = daily_partitions(settings)
@@ -93,11 +93,7 @@ class Pipeline:
             assets,
             selection=keys,
             resources=self.resources(),
-            tags={
-                "dagster/asset_partition_range_start": start.isoformat(),
-                "dagster/asset_partition_range_end": end.isoformat(),
-                **(tags or {}),
-            },
+            tags={**range_tags(ExportWindow(start, end)), **(tags or {})},
             raise_on_error=raise_on_error,
             instance=instance,
         )

@@ -95,6 +95,20 @@ def test_doctor_shows_the_next_slot_and_never_the_key(
     assert KEY not in out
 
 
+def test_doctor_warns_until_the_first_partition_is_fixed(
+    local_ledger: RateLedger, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("HATCH_FIRST_PARTITION", raising=False)
+    assert main(["doctor"]) == 0
+    assert "HATCH_FIRST_PARTITION is not set: the partitions start on the project default 2026-06-01" in (
+        capsys.readouterr().err
+    )
+
+    monkeypatch.setenv("HATCH_FIRST_PARTITION", "2026-09-01")
+    assert main(["doctor"]) == 0
+    assert "HATCH_FIRST_PARTITION" not in capsys.readouterr().err
+
+
 def test_doctor_without_a_key_says_what_to_set(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -18,6 +18,7 @@ def test_defaults_match_the_documented_contract() -> None:
     assert settings.timezone == "UTC"
     assert (settings.gcs_prefix, settings.bq_dataset, settings.bq_location) == ("hatch", "hatch", "US")
     assert settings.gcs_bucket is None and settings.bq_project is None
+    assert (settings.schedule_cron, settings.lookback_days) == ("0 6 * * *", 2)
 
 
 def test_values_are_read_and_typed() -> None:
@@ -58,6 +59,10 @@ def test_each_source_can_assign_rows_to_days_by_another_timestamp() -> None:
         ("HATCH_API_BASE_URL", "http://api.example.com/v1", "must use https unless the host is loopback"),
         ("HATCH_API_BASE_URL", "ftp://example.com", "is not an http(s) URL"),
         ("HATCH_FIRST_PARTITION", "June", "HATCH_FIRST_PARTITION='June' is not a date; use YYYY-MM-DD"),
+        ("HATCH_SCHEDULE_CRON", "daily", "HATCH_SCHEDULE_CRON='daily' is not a cron string of five fields; use e.g."),
+        ("HATCH_LOOKBACK_DAYS", "-1", "HATCH_LOOKBACK_DAYS=-1 is out of range; use 0 (yesterday only) up to 179"),
+        ("HATCH_LOOKBACK_DAYS", "180", "HATCH_LOOKBACK_DAYS=180 is out of range"),
+        ("HATCH_LOOKBACK_DAYS", "two", "HATCH_LOOKBACK_DAYS='two' is not a int"),
         (
             "HATCH_CONVERSATION_ITEMS_DATE_COLUMN",
             "body",

@@ -539,11 +539,6 @@ class RateLedger:
         """Drop `owner`'s claim: its ZIP is stored (or the export failed and others may try)."""
         self.store.update(self.organization, lambda state: (state.without_claim(owner), None))
 
-    def live_claims(self, source: str) -> list[Claim]:
-        now = self._now()
-        state = self.store.read(self.organization)
-        return [claim for claim in state.claims if claim.source == source and claim.is_live(now)]
-
     def next_slot(self, not_before: datetime | None = None) -> datetime:
         """Read-only peek at the slot `reserve` would claim now (for `doctor`, `plan` and progress)."""
         now = self._now()

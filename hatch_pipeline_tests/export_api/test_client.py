@@ -36,6 +36,7 @@ from hatch_pipeline.export_api.ledger import LocalLedgerStore, RateLedger, organ
 from hatch_pipeline.export_api.windows import ExportWindow
 from hatch_pipeline.sandbox.server import AccessRecord, Fault, SandboxServer
 from hatch_pipeline.settings import SettingsError
+from hatch_pipeline_tests.export_api.test_ledger import stored_claims
 
 KEY = "sk-test-5b9f1c2e-client-secret"
 """Distinctive, so a leak anywhere is easy to find."""
@@ -220,7 +221,7 @@ def test_decide_narrows_the_request_when_the_slot_comes(
 
     assert outcome.window == first_day
     assert [(record.start_date, record.end_date) for record in logged(api, 1)] == [(str(WINDOW.start),) * 2]
-    [claim] = ledger.live_claims("contact_history")
+    [claim] = stored_claims(ledger)
     assert (claim.window, claim.owner) == (first_day, outcome.claim_owner)
 
 
@@ -232,7 +233,7 @@ def test_nothing_left_to_send_sends_nothing_and_holds_no_slot(
     assert isinstance(outcome, NothingToSend) and outcome.window == WINDOW
     assert api.access_log == []
     assert reserved_slots(ledger) == 0
-    assert ledger.live_claims("contact_history") == []
+    assert stored_claims(ledger) == []
 
 
 # --- 429: waiting out the vendor's rate limit ----------------------------------------------------------------------

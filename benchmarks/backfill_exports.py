@@ -37,19 +37,19 @@ from typing import Final
 import httpx
 
 from benchmarks import format_table
-from hatch_pipeline.export_api.client import HatchExportClient
-from hatch_pipeline.export_api.ledger import LocalLedgerStore, RateLedger, next_slots, organization_key
-from hatch_pipeline.export_api.planner import pack_windows
-from hatch_pipeline.export_api.windows import (
+from hatch_pipeline.contract import (
     DATA_SOURCES,
     MAX_LOOKBACK_DAYS,
     DataSource,
     ExportWindow,
     latest_allowed_day,
 )
-from hatch_pipeline.local_services import gcs_emulator, storage_client
-from hatch_pipeline.sandbox.data import DEFAULT_API_KEY, SandboxConfig, render_export
-from hatch_pipeline.sandbox.server import SandboxServer
+from hatch_pipeline.export_api.client import HatchExportClient
+from hatch_pipeline.export_api.ledger import LocalLedgerStore, RateLedger, next_slots, organization_key
+from hatch_pipeline.export_api.planner import pack_windows
+from hatch_pipeline.local.sandbox.data import DEFAULT_API_KEY, SandboxConfig, render_export
+from hatch_pipeline.local.sandbox.server import SandboxServer
+from hatch_pipeline.local.services import gcs_emulator, storage_client
 from hatch_pipeline.settings import Settings
 from hatch_pipeline.stages import land_raw
 from hatch_pipeline.storage import ObjectStore

@@ -45,9 +45,9 @@ from typing import Final
 import polars as pl
 
 from benchmarks import format_table
-from hatch_pipeline.export_api.windows import DataSource, ExportWindow, OutputFormat
+from hatch_pipeline.contract import DataSource, ExportWindow, OutputFormat
+from hatch_pipeline.local.sandbox.data import SandboxConfig, render_export
 from hatch_pipeline.parsing import parse_export
-from hatch_pipeline.sandbox.data import SandboxConfig, render_export
 from hatch_pipeline.schemas import SCHEMAS
 
 SOURCE: Final[DataSource] = "conversation_items"

@@ -33,11 +33,11 @@ from google.cloud import bigquery
 from google.cloud.storage import Client as StorageClient
 
 from benchmarks import format_table
-from hatch_pipeline.export_api.windows import DataSource, ExportWindow
-from hatch_pipeline.local_services import bigquery_client, bigquery_emulator, gcs_emulator, storage_client
-from hatch_pipeline.resources import HatchExportResource
-from hatch_pipeline.sandbox.data import DEFAULT_API_KEY
-from hatch_pipeline.sandbox.server import SandboxServer
+from hatch_pipeline.contract import DataSource, ExportWindow
+from hatch_pipeline.defs.resources import HatchExportResource
+from hatch_pipeline.local.sandbox.data import DEFAULT_API_KEY
+from hatch_pipeline.local.sandbox.server import SandboxServer
+from hatch_pipeline.local.services import bigquery_client, bigquery_emulator, gcs_emulator, storage_client
 from hatch_pipeline.stages import build_parquet, land_raw, load_bigquery, table_spec
 from hatch_pipeline.storage import ObjectStore
 
@@ -211,7 +211,7 @@ def _land(sandbox: SandboxServer, store: ObjectStore, days: ExportWindow, root: 
         min_export_interval_seconds=0.01,
         max_payload_bytes=sandbox.config.max_payload_bytes,
     )
-    with export.client() as client:
+    with export.client("UTC") as client:
         land_raw(
             SOURCE,
             days,

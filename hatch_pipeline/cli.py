@@ -8,9 +8,9 @@ import sys
 from collections.abc import Sequence
 from datetime import date, datetime, timedelta
 
+from hatch_pipeline.contract import DATA_SOURCES, ExportWindow, range_violations
 from hatch_pipeline.export_api.ledger import RateLedger, next_slots, organization_key, utc_now
 from hatch_pipeline.export_api.planner import SizeEvidence, estimate_daily_bytes, plan_windows
-from hatch_pipeline.export_api.windows import DATA_SOURCES, ExportWindow, range_violations
 from hatch_pipeline.settings import Settings, SettingsError
 
 
@@ -45,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "sandbox":
             return _sandbox(args)
         if args.command == "demo":
-            from hatch_pipeline.demo import run_demo
+            from hatch_pipeline.local.demo import run_demo
 
             return run_demo(ui_port=args.port, days=args.days, serve_ui=not args.no_ui)
         if args.command == "plan":
@@ -57,8 +57,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _sandbox(args: argparse.Namespace) -> int:
-    from hatch_pipeline.sandbox.data import SandboxConfig
-    from hatch_pipeline.sandbox.server import serve
+    from hatch_pipeline.local.sandbox.data import SandboxConfig
+    from hatch_pipeline.local.sandbox.server import serve
 
     config = SandboxConfig(
         api_keys={args.api_key: "org-sandbox"},
@@ -74,7 +74,7 @@ def _sandbox(args: argparse.Namespace) -> int:
 
 def _ledger(settings: Settings, api_key: str) -> RateLedger:
     """The configured ledger, for reading only: planning and diagnosis never reserve a slot."""
-    from hatch_pipeline.resources import export_resource
+    from hatch_pipeline.defs.resources import export_resource
 
     return export_resource(settings, api_key).ledger()
 

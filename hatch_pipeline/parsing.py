@@ -37,7 +37,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import polars as pl
 from polars.io.partition import FileProviderArgs
 
-from hatch_pipeline.export_api.windows import DataSource, ExportWindow, OutputFormat
+from hatch_pipeline.contract import DataSource, ExportWindow, OutputFormat
 from hatch_pipeline.schemas import LINEAGE_COLUMNS, SCHEMAS, TIMESTAMP, SourceSchema
 from hatch_pipeline.warehouse import column_name_problem
 

@@ -14,7 +14,7 @@ from typing import Final
 
 import polars as pl
 
-from hatch_pipeline.export_api.windows import DataSource
+from hatch_pipeline.contract import DataSource
 
 TIMESTAMP: Final = pl.Datetime("us", "UTC")
 

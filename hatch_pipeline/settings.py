@@ -14,7 +14,7 @@ from typing import Final, TypeVar, cast
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from hatch_pipeline.export_api.windows import (
+from hatch_pipeline.contract import (
     DATA_SOURCES,
     MAX_LOOKBACK_DAYS,
     OUTPUT_FORMATS,
@@ -56,8 +56,6 @@ class Settings:
     bq_project: str | None = None
     bq_dataset: str = "hatch"
     bq_location: str = "US"
-    storage_emulator_host: str | None = None
-    bigquery_emulator_host: str | None = None
     local_dir: str = ".hatch_local"
     first_partition: str | None = None
     schedule_cron: str = DEFAULT_SCHEDULE_CRON
@@ -97,8 +95,6 @@ class Settings:
             bq_project=get("HATCH_BQ_PROJECT"),
             bq_dataset=get("HATCH_BQ_DATASET") or defaults.bq_dataset,
             bq_location=get("HATCH_BQ_LOCATION") or defaults.bq_location,
-            storage_emulator_host=get("STORAGE_EMULATOR_HOST"),
-            bigquery_emulator_host=get("BIGQUERY_EMULATOR_HOST"),
             local_dir=get("HATCH_LOCAL_DIR") or defaults.local_dir,
             first_partition=get("HATCH_FIRST_PARTITION"),
             schedule_cron=get("HATCH_SCHEDULE_CRON") or defaults.schedule_cron,

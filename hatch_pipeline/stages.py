@@ -20,11 +20,11 @@ from typing import Any, Final, TypeVar
 from google.cloud import bigquery
 
 from hatch_pipeline import warehouse
+from hatch_pipeline.contract import DataSource, ExportWindow, contiguous_windows, range_violations
 from hatch_pipeline.export_api.client import ExportedFile, ExportOutcome, HatchExportClient, NothingToSend
 from hatch_pipeline.export_api.errors import HatchExportError, InvalidExportRequest, SlotUnavailable
 from hatch_pipeline.export_api.ledger import Claim, Decide, RateLedger
 from hatch_pipeline.export_api.planner import Sent, SizeEvidence, export_days, plan_windows
-from hatch_pipeline.export_api.windows import DataSource, ExportWindow, contiguous_windows, range_violations
 from hatch_pipeline.parsing import parse_export
 from hatch_pipeline.schemas import LINEAGE_COLUMNS, SCHEMAS, column_dtypes
 from hatch_pipeline.storage import (

@@ -28,7 +28,7 @@ from typing import Any, Final
 from google.api_core.exceptions import NotFound, PreconditionFailed
 from google.cloud import storage
 
-from hatch_pipeline.export_api.windows import ExportWindow
+from hatch_pipeline.contract import ExportWindow
 
 
 class ObjectStore:

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from hatch_pipeline.sandbox.server import SandboxServer
+from hatch_pipeline.local.sandbox.server import SandboxServer
 
 pytest_plugins = ["hatch_pipeline_tests.gcp_fixtures", "hatch_pipeline_tests.pipeline_fixtures"]
 

@@ -22,14 +22,15 @@ import pytest
 from google.cloud import bigquery
 from google.cloud.storage import Client as StorageClient
 
-from hatch_pipeline.assets import bigquery_key, build_source_assets, parquet_key, raw_key
-from hatch_pipeline.automation import daily_partitions, range_tags
-from hatch_pipeline.demo import PROJECT_ROOT
-from hatch_pipeline.export_api.windows import DataSource, ExportWindow, OutputFormat, parse_day
-from hatch_pipeline.local_services import bigquery_client
-from hatch_pipeline.resources import HatchBigQueryResource, HatchExportResource, HatchStorageResource
-from hatch_pipeline.sandbox.data import DEFAULT_API_KEY
-from hatch_pipeline.sandbox.server import SandboxServer
+from hatch_pipeline.contract import DataSource, ExportWindow, OutputFormat, parse_day
+from hatch_pipeline.defs.assets import bigquery_key, build_source_assets, parquet_key, raw_key
+from hatch_pipeline.defs.automation import daily_partitions, range_tags
+from hatch_pipeline.defs.resources import HatchExportResource, HatchStorageResource
+from hatch_pipeline.local.demo import PROJECT_ROOT
+from hatch_pipeline.local.resources import EmulatorBigQueryResource
+from hatch_pipeline.local.sandbox.data import DEFAULT_API_KEY
+from hatch_pipeline.local.sandbox.server import SandboxServer
+from hatch_pipeline.local.services import bigquery_client
 from hatch_pipeline.settings import Settings
 from hatch_pipeline_tests.gcp_fixtures import LocalGcp
 
@@ -68,7 +69,7 @@ class Pipeline:
                 **api_options,
             ),
             "hatch_storage": HatchStorageResource(project=self.local_gcp.project, bucket=self.bucket),
-            "hatch_bigquery": HatchBigQueryResource(
+            "hatch_bigquery": EmulatorBigQueryResource(
                 project=self.local_gcp.project,
                 location=self.local_gcp.location,
                 dataset=self.dataset,

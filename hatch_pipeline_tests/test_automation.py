@@ -10,16 +10,16 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 import pytest
 
-from hatch_pipeline.assets import build_source_assets
-from hatch_pipeline.automation import (
+from hatch_pipeline.contract import ExportWindow
+from hatch_pipeline.defs.assets import build_source_assets
+from hatch_pipeline.defs.automation import (
     PARTITION_RANGE_END_TAG,
     PARTITION_RANGE_START_TAG,
     daily_job,
     daily_partitions,
     daily_schedule,
 )
-from hatch_pipeline.export_api.windows import ExportWindow
-from hatch_pipeline.resources import pipeline_resources
+from hatch_pipeline.defs.resources import pipeline_resources
 from hatch_pipeline.settings import Settings, SettingsError
 from hatch_pipeline_tests.pipeline_fixtures import ROWS_PER_DAY, SOURCES, Pipeline, without_load_time
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from hatch_pipeline.cli import main
+from hatch_pipeline.contract import ExportWindow
 from hatch_pipeline.export_api.ledger import LocalLedgerStore, RateLedger, organization_key
-from hatch_pipeline.export_api.windows import ExportWindow
 
 YESTERDAY = datetime.now(UTC).date() - timedelta(days=1)
 KEY = "cli-test-key"

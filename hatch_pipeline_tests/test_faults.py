@@ -22,9 +22,9 @@ from pathlib import Path
 import pytest
 from google.cloud.storage import Client as StorageClient
 
-from hatch_pipeline.export_api.windows import DataSource, ExportWindow
-from hatch_pipeline.resources import HatchStorageResource
-from hatch_pipeline.sandbox.data import DEFAULT_API_KEY
+from hatch_pipeline.contract import DataSource, ExportWindow
+from hatch_pipeline.defs.resources import HatchStorageResource
+from hatch_pipeline.local.sandbox.data import DEFAULT_API_KEY
 from hatch_pipeline.stages import build_parquet, published_days
 from hatch_pipeline.storage import ObjectStore
 from hatch_pipeline_tests.export_api.test_client import zip_of

@@ -14,7 +14,7 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from hatch_pipeline.export_api.windows import DataSource, ExportWindow, OutputFormat
+from hatch_pipeline.contract import DataSource, ExportWindow, OutputFormat
 from hatch_pipeline.parsing import (
     LINEAGE_COLUMNS,
     SCHEMAS,

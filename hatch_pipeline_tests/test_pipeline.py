@@ -13,11 +13,11 @@ import pytest
 from google.cloud import bigquery
 from google.cloud.storage import Client as StorageClient
 
-from hatch_pipeline.assets import REFETCH_TAG, bigquery_key
+from hatch_pipeline.contract import OutputFormat
+from hatch_pipeline.defs.assets import REFETCH_TAG, bigquery_key
 from hatch_pipeline.export_api.ledger import organization_key
-from hatch_pipeline.export_api.windows import OutputFormat
-from hatch_pipeline.sandbox.data import DEFAULT_API_KEY, EDGE_BODIES
-from hatch_pipeline.sandbox.server import Fault
+from hatch_pipeline.local.sandbox.data import DEFAULT_API_KEY, EDGE_BODIES
+from hatch_pipeline.local.sandbox.server import Fault
 from hatch_pipeline.settings import Settings
 from hatch_pipeline_tests.pipeline_fixtures import (
     ROWS_PER_DAY,

@@ -20,10 +20,11 @@ import pytest
 from dagster_shared.yaml_utils import safe_load_yaml
 from google.cloud.storage import Client as StorageClient
 
-from hatch_pipeline.assets import bigquery_key, parquet_key, raw_key
-from hatch_pipeline.export_api.windows import DATA_SOURCES
-from hatch_pipeline.sandbox.data import DEFAULT_API_KEY
-from hatch_pipeline.sandbox.server import Fault, SandboxServer
+from hatch_pipeline.contract import DATA_SOURCES
+from hatch_pipeline.defs.assets import bigquery_key, parquet_key, raw_key
+from hatch_pipeline.defs.automation import DAILY_JOB_NAME
+from hatch_pipeline.local.sandbox.data import DEFAULT_API_KEY
+from hatch_pipeline.local.sandbox.server import Fault, SandboxServer
 from hatch_pipeline_tests.gcp_fixtures import LocalGcp
 
 PROJECT_INSTANCE_CONFIG: Final = Path(__file__).resolve().parents[1] / "dagster.yaml"
@@ -39,12 +40,12 @@ START, SUCCESS = dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_SUCCES
 def hatch_daily_job() -> dg.JobDefinition:
     """The reconstructable target: the project's daily job exactly as `dagster dev` loads it.
 
-    Imported here, not at the top, because hatch_pipeline.definitions reads the environment once at import: every
+    Imported here, not at the top, because hatch_pipeline.local.definitions reads the environment once at import: every
     step process imports it afresh, with the HATCH_* variables the test pointed at its sandbox and emulators.
     """
-    from hatch_pipeline import definitions
+    from hatch_pipeline.local import definitions
 
-    return definitions.defs.resolve_job_def(definitions.job.name)
+    return definitions.defs.resolve_job_def(DAILY_JOB_NAME)
 
 
 @pytest.fixture

@@ -11,12 +11,12 @@ import dagster as dg
 import pytest
 from google.cloud.storage import Bucket
 
+from hatch_pipeline.contract import ExportWindow
+from hatch_pipeline.defs.resources import HatchExportResource
 from hatch_pipeline.export_api.client import ExportedFile
 from hatch_pipeline.export_api.gcs_ledger import GcsLedgerStore
 from hatch_pipeline.export_api.ledger import LocalLedgerStore, organization_key
-from hatch_pipeline.export_api.windows import ExportWindow
-from hatch_pipeline.resources import HatchExportResource
-from hatch_pipeline.sandbox.server import SandboxServer
+from hatch_pipeline.local.sandbox.server import SandboxServer
 from hatch_pipeline.settings import SettingsError
 from hatch_pipeline_tests.gcp_fixtures import LocalGcp
 
@@ -37,7 +37,7 @@ def test_the_key_shows_in_no_repr(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 
     for resource in (deferred, resolved):
         assert KEY not in repr(resource) and KEY not in str(resource)
-    with resolved.client() as client:
+    with resolved.client("UTC") as client:
         assert KEY not in repr(client)
 
 
@@ -80,7 +80,6 @@ def test_a_gs_ledger_url_keeps_the_ledger_in_the_bucket(gcp_emulator_env: LocalG
     ("field", "value", "variable"),
     [
         ("base_url", "http://bulk-export-api.example.com/api/v1", "HATCH_API_BASE_URL"),
-        ("timezone", "Mars/Olympus_Mons", "HATCH_TIMEZONE"),
         ("max_exports_per_day", 0, "HATCH_MAX_EXPORTS_PER_DAY"),
     ],
 )
@@ -101,7 +100,7 @@ def test_an_asset_exports_through_the_resource_in_a_dagster_run(
 
     @dg.asset
     def raw_contact_history(hatch: HatchExportResource) -> dg.MaterializeResult[None]:
-        with hatch.client() as client:
+        with hatch.client("UTC") as client:
             outcome = client.export("contact_history", window, dest)
         assert isinstance(outcome, ExportedFile)
         return dg.MaterializeResult(metadata={"path": str(outcome.path), "sha256": outcome.sha256})

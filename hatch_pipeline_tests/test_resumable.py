@@ -15,8 +15,8 @@ from pathlib import Path
 
 from google.cloud.storage import Client as StorageClient
 
-from hatch_pipeline.demo import materialize_command
-from hatch_pipeline.export_api.windows import DataSource
+from hatch_pipeline.contract import DataSource
+from hatch_pipeline.local.demo import materialize_command
 from hatch_pipeline.storage import parse_raw_manifest_key
 from hatch_pipeline_tests.pipeline_fixtures import ROWS_PER_DAY, YESTERDAY, Pipeline, days_of, one_day_bytes
 

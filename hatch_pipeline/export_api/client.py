@@ -31,6 +31,13 @@ from zoneinfo import ZoneInfo
 
 import httpx
 
+from hatch_pipeline.contract import (
+    OUTPUT_FORMATS,
+    DataSource,
+    ExportWindow,
+    OutputFormat,
+    contract_violations,
+)
 from hatch_pipeline.export_api.errors import (
     AuthenticationFailed,
     CorruptExport,
@@ -41,13 +48,6 @@ from hatch_pipeline.export_api.errors import (
     RateLimited,
 )
 from hatch_pipeline.export_api.ledger import Admission, Decide, RateLedger, new_owner
-from hatch_pipeline.export_api.windows import (
-    OUTPUT_FORMATS,
-    DataSource,
-    ExportWindow,
-    OutputFormat,
-    contract_violations,
-)
 from hatch_pipeline.settings import LOOPBACK_HOSTS, validate_base_url
 
 _LOG = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from hatch_pipeline.export_api.windows import ExportWindow
+    from hatch_pipeline.contract import ExportWindow
 
 
 class HatchExportError(Exception):

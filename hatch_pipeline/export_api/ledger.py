@@ -43,8 +43,8 @@ from typing import Any, Final, Protocol, TypeVar
 
 from filelock import FileLock
 
+from hatch_pipeline.contract import ExportWindow
 from hatch_pipeline.export_api.errors import SlotUnavailable
-from hatch_pipeline.export_api.windows import ExportWindow
 
 ROLLING_DAY: Final = timedelta(hours=24)
 """The span in which at most `max_per_day` slots may fall (rolling, not calendar days: never wrong at midnight)."""

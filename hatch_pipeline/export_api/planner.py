@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Final
 
+from hatch_pipeline.contract import MAX_WINDOW_DAYS, ExportWindow
 from hatch_pipeline.export_api.errors import PayloadTooLarge
-from hatch_pipeline.export_api.windows import MAX_WINDOW_DAYS, ExportWindow
 
 GROWTH_MARGIN: Final = 0.02
 """Share by which a window's estimated bytes are raised before they are held against the payload limit.

@@ -10,9 +10,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 
+from hatch_pipeline.contract import MAX_WINDOW_DAYS, ExportWindow
 from hatch_pipeline.export_api.errors import PayloadTooLarge
 from hatch_pipeline.export_api.planner import ExportRun, Sent, SizeEvidence, export_days, pack_windows
-from hatch_pipeline.export_api.windows import MAX_WINDOW_DAYS, ExportWindow
 
 
 @dataclass(frozen=True)

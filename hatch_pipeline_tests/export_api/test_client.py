@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
+from hatch_pipeline.contract import ExportWindow
 from hatch_pipeline.export_api.client import (
     EmptyExport,
     ExportedFile,
@@ -33,8 +34,7 @@ from hatch_pipeline.export_api.errors import (
     RateLimited,
 )
 from hatch_pipeline.export_api.ledger import LocalLedgerStore, RateLedger, organization_key
-from hatch_pipeline.export_api.windows import ExportWindow
-from hatch_pipeline.sandbox.server import AccessRecord, Fault, SandboxServer
+from hatch_pipeline.local.sandbox.server import AccessRecord, Fault, SandboxServer
 from hatch_pipeline.settings import SettingsError
 from hatch_pipeline_tests.export_api.test_ledger import stored_claims
 

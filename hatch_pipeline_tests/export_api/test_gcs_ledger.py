@@ -8,10 +8,10 @@ from functools import partial
 import pytest
 from google.cloud.storage import Bucket
 
+from hatch_pipeline.contract import ExportWindow
 from hatch_pipeline.export_api.gcs_ledger import GcsLedgerStore, LedgerContended
 from hatch_pipeline.export_api.ledger import LedgerState, organization_key
-from hatch_pipeline.export_api.windows import ExportWindow
-from hatch_pipeline.local_services import storage_client
+from hatch_pipeline.local.services import storage_client
 from hatch_pipeline_tests.export_api.test_ledger import (
     DAY,
     MINUTE,

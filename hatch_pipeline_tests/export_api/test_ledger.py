@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hatch_pipeline.contract import ExportWindow
 from hatch_pipeline.export_api.errors import SlotUnavailable
 from hatch_pipeline.export_api.ledger import (
     Claim,
@@ -26,7 +27,6 @@ from hatch_pipeline.export_api.ledger import (
     new_owner,
     organization_key,
 )
-from hatch_pipeline.export_api.windows import ExportWindow
 
 DAY = timedelta(hours=24)
 MINUTE = timedelta(minutes=1)

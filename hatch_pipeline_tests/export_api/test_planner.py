@@ -15,6 +15,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from hatch_pipeline.contract import MAX_WINDOW_DAYS, ExportWindow
 from hatch_pipeline.export_api.errors import ExportFailed, PayloadTooLarge
 from hatch_pipeline.export_api.planner import (
     GROWTH_MARGIN,
@@ -26,7 +27,6 @@ from hatch_pipeline.export_api.planner import (
     pack_windows,
     plan_windows,
 )
-from hatch_pipeline.export_api.windows import MAX_WINDOW_DAYS, ExportWindow
 from hatch_pipeline_tests.export_api.simulated_vendor import fewest_exports, simulate
 
 FIRST_DAY = date(2026, 5, 1)

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from hatch_pipeline.local_services import gcs_local_root
+from hatch_pipeline.local.services import gcs_local_root
 
 
 def test_the_demo_lands_both_sources_and_reports_them(tmp_path: Path) -> None:

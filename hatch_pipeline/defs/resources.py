@@ -12,14 +12,13 @@ from urllib.parse import urlsplit
 
 import dagster as dg
 from dagster_gcp import BigQueryResource, GCSResource
-from google.cloud import bigquery, storage
+from google.cloud import storage
 from pydantic import Field
 
+from hatch_pipeline.contract import OutputFormat
 from hatch_pipeline.export_api.client import HatchExportClient, RetryPolicy
 from hatch_pipeline.export_api.gcs_ledger import GcsLedgerStore
 from hatch_pipeline.export_api.ledger import LedgerStore, LocalLedgerStore, RateLedger, organization_key
-from hatch_pipeline.export_api.windows import OutputFormat
-from hatch_pipeline.local_services import bigquery_client
 from hatch_pipeline.settings import DEFAULT_API_BASE_URL, Settings
 from hatch_pipeline.storage import ObjectStore
 
@@ -70,10 +69,6 @@ class HatchExportResource(dg.ConfigurableResource["HatchExportResource"]):
         default=_DEFAULTS.max_payload_bytes,
         description="Uncompressed size above which the vendor answers 413; larger ZIPs are refused as well.",
     )
-    timezone: str = Field(
-        default=_DEFAULTS.timezone,
-        description="IANA time zone whose 'today' decides which days the vendor considers exportable.",
-    )
     max_slot_wait_seconds: float = Field(
         default=900.0,
         description=(
@@ -112,16 +107,17 @@ class HatchExportResource(dg.ConfigurableResource["HatchExportResource"]):
         )
 
     @contextmanager
-    def client(self, log: logging.Logger | None = None) -> Iterator[HatchExportClient]:
+    def client(self, timezone: str, log: logging.Logger | None = None) -> Iterator[HatchExportClient]:
         """An export client bound to the ledger, logging each attempt to `log` (a run's `context.log`); closed
-        (connections released) when the block ends."""
+        (connections released) when the block ends. `timezone` is Hatch's day boundary (HATCH_TIMEZONE, the
+        partitions' zone): its 'today' decides which days the vendor serves."""
         with HatchExportClient(
             api_key=self.api_key,
             base_url=self.base_url,
             ledger=self.ledger(),
             output_format=self.output_format,
             max_payload_bytes=self.max_payload_bytes,
-            timezone=self.timezone,
+            timezone=timezone,
             retry=RetryPolicy(max_attempts=self.max_attempts, base_delay_seconds=self.retry_base_delay_seconds),
             log=log,
         ) as client:
@@ -136,7 +132,6 @@ class HatchExportResource(dg.ConfigurableResource["HatchExportResource"]):
             export_guard_seconds=self.export_guard_seconds,
             max_exports_per_day=self.max_exports_per_day,
             max_payload_bytes=self.max_payload_bytes,
-            timezone=self.timezone,
         )
 
     def _ledger_store(self) -> LedgerStore:
@@ -160,7 +155,6 @@ def export_resource(settings: Settings, api_key: str | dg.EnvVar) -> HatchExport
         export_guard_seconds=settings.export_guard_seconds,
         max_exports_per_day=settings.max_exports_per_day,
         max_payload_bytes=settings.max_payload_bytes,
-        timezone=settings.timezone,
     )
 
 
@@ -175,21 +169,9 @@ class HatchStorageResource(GCSResource):
 
 
 class HatchBigQueryResource(BigQueryResource):
-    """dagster-gcp's BigQueryResource plus the dataset, and anonymous credentials against a local emulator."""
+    """dagster-gcp's BigQueryResource plus the dataset that holds one table per data source."""
 
     dataset: str = Field(default="hatch", description="Dataset holding one table per data source (HATCH_BQ_DATASET).")
-    emulator_host: str | None = Field(
-        default=None,
-        description="http://host:port of a BigQuery emulator (BIGQUERY_EMULATOR_HOST); unset in production.",
-    )
-
-    @contextmanager
-    def get_client(self) -> Iterator[bigquery.Client]:
-        if self.emulator_host is None:
-            with super().get_client() as client:
-                yield client
-            return
-        yield bigquery_client(self.project or "", self.location or "US", self.emulator_host)
 
 
 def pipeline_resources(settings: Settings) -> dict[str, dg.ConfigurableResource[Any]]:
@@ -204,6 +186,5 @@ def pipeline_resources(settings: Settings) -> dict[str, dg.ConfigurableResource[
             project=dg.EnvVar("HATCH_BQ_PROJECT"),
             location=settings.bq_location,
             dataset=settings.bq_dataset,
-            emulator_host=settings.bigquery_emulator_host,
         ),
     }

@@ -7,14 +7,15 @@ from typing import Final
 
 import dagster as dg
 
-from hatch_pipeline.assets import GROUP, REFETCH_TAG, source_keys
-from hatch_pipeline.export_api.windows import DATA_SOURCES, ExportWindow
+from hatch_pipeline.contract import DATA_SOURCES, ExportWindow
+from hatch_pipeline.defs.assets import GROUP, REFETCH_TAG, source_keys
 from hatch_pipeline.settings import Settings, SettingsError
 
 PARTITION_RANGE_START_TAG: Final = "dagster/asset_partition_range_start"
 PARTITION_RANGE_END_TAG: Final = "dagster/asset_partition_range_end"
 """Dagster's run tags for a partition range materialized as one run (its own constants are private)."""
 SCHEDULE_NAME: Final = "hatch_daily_schedule"
+DAILY_JOB_NAME: Final = "hatch_daily"
 
 
 def daily_partitions(settings: Settings) -> dg.DailyPartitionsDefinition:
@@ -27,7 +28,7 @@ def daily_partitions(settings: Settings) -> dg.DailyPartitionsDefinition:
 
 def daily_job() -> dg.UnresolvedAssetJobDefinition:
     return dg.define_asset_job(
-        "hatch_daily",
+        DAILY_JOB_NAME,
         selection=dg.AssetSelection.groups(GROUP),
         description="Every hatch asset of one day (or a range): export, Parquet, BigQuery.",
     )

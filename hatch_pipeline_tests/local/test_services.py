@@ -16,7 +16,7 @@ from google.cloud import bigquery
 from google.cloud.storage import Blob, Bucket
 from google.cloud.storage import Client as StorageClient
 
-from hatch_pipeline.local_services import (
+from hatch_pipeline.local.services import (
     EmulatorStartError,
     bigquery_client,
     bigquery_emulator,

@@ -15,8 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from hatch_pipeline.export_api.windows import DATA_SOURCES, DataSource, ExportWindow, contract_violations
-from hatch_pipeline.sandbox import DEFAULT_API_KEY, Fault, SandboxConfig, SandboxServer, rows_for_day
+from hatch_pipeline.contract import DATA_SOURCES, DataSource, ExportWindow, contract_violations
+from hatch_pipeline.local.sandbox import DEFAULT_API_KEY, Fault, SandboxConfig, SandboxServer, rows_for_day
 
 TODAY = date(2026, 6, 1)
 YESTERDAY = TODAY - timedelta(days=1)

@@ -25,7 +25,7 @@ from datetime import date, timedelta
 from functools import lru_cache
 from typing import Final
 
-from hatch_pipeline.export_api.windows import DataSource, ExportWindow, OutputFormat
+from hatch_pipeline.contract import DataSource, ExportWindow, OutputFormat
 
 DEFAULT_API_KEY: Final = "sandbox-key"
 DEFAULT_ORGANIZATION_ID: Final = "org-sandbox"

@@ -17,8 +17,10 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Final
 
-from hatch_pipeline.export_api.windows import DATA_SOURCES
-from hatch_pipeline.local_services import (
+from hatch_pipeline.contract import DATA_SOURCES
+from hatch_pipeline.local.sandbox.data import DEFAULT_API_KEY, SandboxConfig
+from hatch_pipeline.local.sandbox.server import AccessRecord, SandboxServer
+from hatch_pipeline.local.services import (
     bigquery_client,
     bigquery_emulator,
     gcs_emulator,
@@ -26,8 +28,6 @@ from hatch_pipeline.local_services import (
     storage_client,
     venv_executable,
 )
-from hatch_pipeline.sandbox.data import DEFAULT_API_KEY, SandboxConfig
-from hatch_pipeline.sandbox.server import AccessRecord, SandboxServer
 from hatch_pipeline.warehouse import rows_by_day
 
 DEMO_EXPORT_INTERVAL_SECONDS: Final = 1.0
@@ -38,7 +38,7 @@ DEMO_PROJECT: Final = "hatch-demo"
 DEMO_BUCKET: Final = "hatch-demo"
 DEMO_ROWS_PER_DAY: Final = 500
 
-PROJECT_ROOT: Final = Path(__file__).resolve().parent.parent
+PROJECT_ROOT: Final = Path(__file__).resolve().parents[2]
 
 
 def run_demo(*, ui_port: int, days: int, serve_ui: bool) -> int:
@@ -86,7 +86,7 @@ def run_demo(*, ui_port: int, days: int, serve_ui: bool) -> int:
         if not serve_ui:
             return 0
         print(f"\nDagster UI: http://127.0.0.1:{ui_port} (Ctrl-C stops the demo)", flush=True)
-        command = [str(venv_executable("dagster")), "dev", "-m", "hatch_pipeline.definitions"]
+        command = [str(venv_executable("dagster")), "dev", "-m", "hatch_pipeline.local.definitions"]
         try:
             return subprocess.call([*command, "-h", "127.0.0.1", "-p", str(ui_port)], env=env, cwd=dagster_home)
         except KeyboardInterrupt:
@@ -100,7 +100,7 @@ def materialize_command(first: date, last: date, select: str = "group:hatch") ->
         "asset",
         "materialize",
         "-m",
-        "hatch_pipeline.definitions",
+        "hatch_pipeline.local.definitions",
         "--select",
         select,
         "--partition-range",

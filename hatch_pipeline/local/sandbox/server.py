@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import BinaryIO, Final, cast
 from urllib.parse import parse_qs, urlsplit
 
-from hatch_pipeline.export_api.windows import (
+from hatch_pipeline.contract import (
     OUTPUT_FORMATS,
     DataSource,
     ExportWindow,
@@ -38,7 +38,7 @@ from hatch_pipeline.export_api.windows import (
     contract_violations,
     parse_day,
 )
-from hatch_pipeline.sandbox.data import SandboxConfig, render_export, row_count
+from hatch_pipeline.local.sandbox.data import SandboxConfig, render_export, row_count
 
 BASE_PATH: Final = "/api/v1"
 EXPORT_PATH: Final = f"{BASE_PATH}/export-data"

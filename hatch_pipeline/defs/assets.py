@@ -14,9 +14,9 @@ import dagster as dg
 from dagster import AssetExecutionContext
 from pydantic import Field
 
-from hatch_pipeline.checks import ROWS_MATCH_PARQUET, reconcile_rows
-from hatch_pipeline.export_api.windows import DataSource, ExportWindow
-from hatch_pipeline.resources import HatchBigQueryResource, HatchExportResource, HatchStorageResource
+from hatch_pipeline.contract import DataSource, ExportWindow
+from hatch_pipeline.defs.checks import ROWS_MATCH_PARQUET, reconcile_rows
+from hatch_pipeline.defs.resources import HatchBigQueryResource, HatchExportResource, HatchStorageResource
 from hatch_pipeline.schemas import SCHEMAS
 from hatch_pipeline.stages import ExportsPaused, build_parquet, land_raw, load_bigquery, table_spec
 
@@ -104,6 +104,8 @@ def build_source_assets(
 ) -> list[dg.AssetsDefinition]:
     """The three assets of one data source. `date_column` picks which timestamp assigns rows to days."""
     day_column = date_column or SCHEMAS[source].date_column
+    # Hatch's day boundary (HATCH_TIMEZONE) is the partitions' zone: every stage agrees on what a day is.
+    timezone = partitions_def.timezone or "UTC"
 
     @dg.asset(
         key=raw_key(source),
@@ -127,7 +129,7 @@ def build_source_assets(
     ) -> Iterator[dg.MaterializeResult | dg.AssetMaterialization]:
         days = run_days(context)
         refetch = config.refetch or context.run.tags.get(REFETCH_TAG, "").strip().lower() == "true"
-        with hatch_api.client(log=context.log) as client:
+        with hatch_api.client(timezone, log=context.log) as client:
             try:
                 landing = land_raw(
                     source,
@@ -136,7 +138,7 @@ def build_source_assets(
                     ledger=hatch_api.ledger(),
                     store=hatch_storage.store(),
                     max_payload_bytes=hatch_api.max_payload_bytes,
-                    today=datetime.now(ZoneInfo(hatch_api.timezone)).date(),
+                    today=datetime.now(ZoneInfo(timezone)).date(),
                     refetch=refetch,
                     progress=context.log.info,
                 )
@@ -185,14 +187,12 @@ def build_source_assets(
         backfill_policy=dg.BackfillPolicy.single_run(),
         owners=OWNERS,
     )
-    def parquet(
-        context: AssetExecutionContext, hatch_api: HatchExportResource, hatch_storage: HatchStorageResource
-    ) -> dg.MaterializeResult:
+    def parquet(context: AssetExecutionContext, hatch_storage: HatchStorageResource) -> dg.MaterializeResult:
         build = build_parquet(
             source,
             run_days(context),
             store=hatch_storage.store(),
-            timezone=hatch_api.timezone,
+            timezone=timezone,
             loaded_at=datetime.now(UTC),
             date_column=day_column,
         )
@@ -223,7 +223,7 @@ def build_source_assets(
         freshness_policy=dg.FreshnessPolicy.cron(
             deadline_cron=f"0 {FRESH_BY_HOUR} * * *",
             lower_bound_delta=timedelta(hours=24),
-            timezone=partitions_def.timezone or "UTC",
+            timezone=timezone,
         ),
         group_name=GROUP,
         partitions_def=partitions_def,

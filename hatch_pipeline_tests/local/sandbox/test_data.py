@@ -8,8 +8,8 @@ from datetime import date, datetime, timedelta
 
 import pytest
 
-from hatch_pipeline.export_api.windows import DATA_SOURCES, DataSource, ExportWindow
-from hatch_pipeline.sandbox.data import (
+from hatch_pipeline.contract import DATA_SOURCES, DataSource, ExportWindow
+from hatch_pipeline.local.sandbox.data import (
     CONTACT_HISTORY_COLUMNS,
     CONVERSATION_ITEMS_COLUMNS,
     NEW_CONTACT_HISTORY_COLUMNS,

@@ -1,0 +1,30 @@
+"""The Dagster shell: assets, checks, schedules and resources that wire the plain-Python core together."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import dagster as dg
+
+from hatch_pipeline.contract import DATA_SOURCES
+from hatch_pipeline.defs.assets import build_source_assets
+from hatch_pipeline.defs.automation import daily_job, daily_partitions, daily_schedule
+from hatch_pipeline.settings import Settings
+
+
+def build_definitions(settings: Settings, resources: Mapping[str, Any]) -> dg.Definitions:
+    """Every definition of the project for `settings`; `resources` decide where it reads and writes (Google in
+    deployments, local stand-ins in the demo and the tests)."""
+    partitions = daily_partitions(settings)
+    job = daily_job()
+    return dg.Definitions(
+        assets=[
+            asset
+            for source in DATA_SOURCES
+            for asset in build_source_assets(source, partitions, date_column=settings.date_column(source))
+        ],
+        jobs=[job],
+        schedules=[daily_schedule(settings, job)],
+        resources=dict(resources),
+    )

@@ -20,7 +20,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Final
 
 import polars as pl
-from google.api_core.exceptions import Conflict, GoogleAPICallError
+from google.api_core.exceptions import Conflict, Forbidden, GoogleAPICallError, NotFound
 from google.cloud import bigquery
 
 PARTITION_COLUMN: Final = "_export_date"
@@ -193,11 +193,26 @@ def column_name_problem(name: str) -> str | None:
 
 
 def ensure_dataset(client: bigquery.Client, project: str, dataset: str, location: str) -> None:
-    """Create the dataset if it is missing; refuse one that lives elsewhere (jobs could not span both locations)."""
+    """Look the dataset up and create it only when it is missing; refuse one that lives elsewhere (jobs could not
+    span both locations).
+
+    Looking up first keeps the needed rights dataset-level: creating (even with exists_ok) asks for
+    bigquery.datasets.create on the project, which a least-privilege deployment does not grant.
+    """
     _check_project_and_dataset(project, dataset)
-    wanted = bigquery.Dataset(f"{project}.{dataset}")
-    wanted.location = location
-    existing = client.create_dataset(wanted, exists_ok=True)
+    try:
+        existing = client.get_dataset(f"{project}.{dataset}")
+    except NotFound:
+        wanted = bigquery.Dataset(f"{project}.{dataset}")
+        wanted.location = location
+        try:
+            existing = client.create_dataset(wanted, exists_ok=True)
+        except Forbidden as error:
+            raise WarehouseError(
+                f"dataset {project}.{dataset} does not exist and these credentials may not create it "
+                f"({error.message}); create it in location {location} "
+                f"(bq mk --location={location} {project}:{dataset}) or grant bigquery.datasets.create on the project"
+            ) from None
     if existing.location and existing.location.upper() != location.upper():
         raise WarehouseError(
             f"dataset {project}.{dataset} already exists in location {existing.location}, not {location}; "

@@ -9,6 +9,7 @@ Everything lives in `.hatch_demo/` and starts afresh each time (the BigQuery emu
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -78,10 +79,11 @@ def run_demo(*, ui_port: int, days: int, serve_ui: bool) -> int:
         for name in ("HATCH_FIRST_PARTITION", "HATCH_GCS_PREFIX", "HATCH_BQ_DATASET", "HATCH_OUTPUT_FORMAT"):
             env.pop(name, None)
         print(f"Materializing group hatch for {first}..{yesterday} as one range run ...", flush=True)
-        materialized = subprocess.run(materialize_command(first, yesterday), env=env, cwd=dagster_home, check=False)
-        if materialized.returncode != 0:
-            print("The demo run failed; its logs are above.", file=sys.stderr)
-            return materialized.returncode
+        run_log = home / "materialize.log"
+        returncode = run_reporting_progress(materialize_command(first, yesterday), env, dagster_home, run_log)
+        if returncode != 0:
+            print(f"The demo run failed; its last lines are above, the whole log is {run_log}.", file=sys.stderr)
+            return returncode
         _report(first, yesterday, sandbox.access_log, bq_endpoint, home)
         if not serve_ui:
             return 0
@@ -91,6 +93,33 @@ def run_demo(*, ui_port: int, days: int, serve_ui: bool) -> int:
             return subprocess.call([*command, "-h", "127.0.0.1", "-p", str(ui_port)], env=env, cwd=dagster_home)
         except KeyboardInterrupt:
             return 0
+
+
+_PROGRESS_LINE: Final = re.compile(
+    r" - dagster - (?P<level>INFO|WARNING|ERROR|CRITICAL) - \S+ - [0-9a-f-]{36} - (?P<step>\S+) - (?P<message>.*)"
+)
+"""A line of Dagster's console log that a step wrote at INFO or above (the stage's own progress messages);
+Dagster's DEBUG events (hundreds per run) only go to the log file."""
+
+
+def run_reporting_progress(command: Sequence[str], env: Mapping[str, str], cwd: Path, log_path: Path) -> int:
+    """Run `command`, keeping its whole output in `log_path` and printing only the steps' progress lines, so the
+    terminal shows a short report. On failure the log's last lines are printed too."""
+    with (
+        log_path.open("w") as log,
+        subprocess.Popen(
+            command, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        ) as process,
+    ):
+        assert process.stdout is not None
+        for line in process.stdout:
+            log.write(line)
+            progress = _PROGRESS_LINE.search(line)
+            if progress and progress["step"] != "-":
+                print(f"  {progress['step']}: {progress['message']}", flush=True)
+    if process.returncode != 0:
+        print("".join(log_path.read_text().splitlines(keepends=True)[-40:]), file=sys.stderr)
+    return process.returncode
 
 
 def materialize_command(first: date, last: date, select: str = "group:hatch") -> list[str]:

@@ -80,7 +80,7 @@ class CatchUpPlan:
                 "No day to catch up: the first partition is after the newest day looked at (yesterday, or the day "
                 "before while the daily schedule has not run yet)."
             )
-        sentences = [f"{self.exports_left} export(s) left in the ledger's rolling 24 hours."]
+        sentences: list[str] = []
         for gap in self.requests:
             sentences.append(f"Requesting {gap}, at least {gap.min_exports} export(s).")
         for source, windows in self.in_flight.items():
@@ -89,15 +89,17 @@ class CatchUpPlan:
         for gap, earlier in self.repeated:
             sentences.append(
                 f"{gap} was requested before ({earlier}) and is not requested again: look at that run's logs, fix "
-                "the cause, then materialize those days of the hatch assets from the UI."
+                f"the cause, then materialize {gap.window.start}...{gap.window.end} of those sources' hatch assets "
+                "from the UI (one range run)."
             )
         for gap in self.deferred:
             sentences.append(
                 f"{gap} needs at least {gap.min_exports} export(s): it is requested once the rolling 24 hours have "
                 "that many free."
             )
-        if len(sentences) == 1:
+        if not sentences:
             sentences.append(f"Every day from {self.window.start} to {self.window.end} is landed for every source.")
+        sentences.append(f"{self.exports_left} export(s) left in the ledger's rolling 24 hours.")
         return " ".join(sentences)
 
 

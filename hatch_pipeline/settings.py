@@ -27,7 +27,8 @@ DEFAULT_API_BASE_URL = "https://bulk-export-api.usehatchapp.com/api/v1"
 DEFAULT_FIRST_PARTITION: Final = date(2026, 6, 1)
 """The first daily partition when HATCH_FIRST_PARTITION is unset: a fixed date, so a reload on another day never
 moves the partition set (landed days stay in it). It covers the vendor's 180 days back as of this project's launch
-(Dec 2026); older days in it fail before any export, saying so. Deployments set their own date (doctor warns)."""
+(Dec 2026); older days in it are rebuilt from stored ZIPs or reported as lost. Deployments set their own date
+(doctor warns)."""
 DEFAULT_SCHEDULE_CRON: Final = "0 6 * * *"
 """The vendor refreshes nightly with the previous day; 06:00 in HATCH_TIMEZONE leaves it time to finish."""
 DEFAULT_LOOKBACK_DAYS: Final = 2

@@ -20,7 +20,14 @@ from typing import Any, Final, TypeVar
 from google.cloud import bigquery
 
 from hatch_pipeline import warehouse
-from hatch_pipeline.contract import DataSource, ExportWindow, contiguous_windows, range_violations
+from hatch_pipeline.contract import (
+    MAX_LOOKBACK_DAYS,
+    DataSource,
+    ExportWindow,
+    contiguous_windows,
+    earliest_allowed_day,
+    range_violations,
+)
 from hatch_pipeline.export_api.client import ExportedFile, ExportOutcome, HatchExportClient, NothingToSend
 from hatch_pipeline.export_api.errors import HatchExportError, InvalidExportRequest, SlotUnavailable
 from hatch_pipeline.export_api.ledger import Claim, Decide, RateLedger
@@ -51,6 +58,30 @@ class MissingUpstream(RuntimeError):
     """A stage was asked for days the stage before it has not stored yet."""
 
 
+class NothingToLand(HatchExportError):
+    """Every day of a range has nothing stored and is older than the vendor serves: no stage can produce a thing."""
+
+
+def lost_reason(today: date) -> str:
+    """Why a day with nothing stored, older than the vendor serves, cannot be landed, and what to do about it."""
+    earliest = earliest_allowed_day(today)
+    return (
+        f"nothing is stored for it and the vendor serves only the last {MAX_LOOKBACK_DAYS} days (today, {today}, "
+        f"from {earliest}), so it cannot be exported again and stays empty in every stage. Leave days before "
+        f"{earliest} that were never landed out of the ranges you launch"
+    )
+
+
+def lost_days(days: ExportWindow, stored: Iterable[date], today: date) -> list[date]:
+    """The range's days that nothing stored holds and the vendor no longer serves. Stages skip and report them, so
+    the rest of the range lands; when that is every day, NothingToLand says so instead."""
+    held = set(stored)
+    lost = [day for day in days.dates() if day < earliest_allowed_day(today) and day not in held]
+    if len(lost) == days.days:
+        raise NothingToLand(f"none of the days {days} can be landed: {lost_reason(today)}.")
+    return lost
+
+
 # --- raw ----------------------------------------------------------------------------------------------------------
 
 
@@ -70,6 +101,8 @@ class LandedWindow:
 class RawLanding:
     windows: tuple[LandedWindow, ...]
     """Every stored export that holds the run's days, in date order."""
+    lost: tuple[date, ...]
+    """Days of the run with nothing stored that the vendor no longer serves: not requested (see `lost_days`)."""
     exports: int
     """Requests that spent an export (413s included, retries of one window not)."""
     refusals: int
@@ -135,11 +168,16 @@ def land_raw(
     another sender is exporting is waited for (polling every `poll_seconds`), not exported again. The plan learns
     from every answer. Each ZIP is stored, unchanged, as soon as it arrives, then its manifest; a failure keeps
     what was stored. When the limits allow no further export soon, raises ExportsPaused naming what remains.
+    Days the vendor no longer serves are never requested: stored ones are reused (also on a refetch, which cannot
+    replace them), the others are returned as `lost`.
     """
     started = datetime.now(UTC)
     wanted = list(days.dates())
-    earlier = {} if refetch else newest_manifests(_raw_manifests(store, source), wanted)
-    todo = [day for day in wanted if day not in earlier]
+    stored = newest_manifests(_raw_manifests(store, source), wanted)
+    lost = lost_days(days, stored, today)
+    exportable = earliest_allowed_day(today)
+    earlier = {day: manifest for day, manifest in stored.items() if not refetch or day < exportable}
+    todo = [day for day in wanted if day not in earlier and day >= exportable]
     for window in contiguous_windows(todo):
         check_exportable(window, today)
     landed = [_reused(store, manifest) for manifest in sorted(set(earlier.values()))]
@@ -196,9 +234,10 @@ def land_raw(
                 source=source,
             )
         except SlotUnavailable as stop:
-            raise ExportsPaused(source, sorted(covered), [day for day in wanted if day not in covered], stop) from stop
+            raise ExportsPaused(source, sorted(covered), [day for day in todo if day not in covered], stop) from stop
     return RawLanding(
         windows=tuple(sorted(landed, key=lambda window: window.window)),
+        lost=tuple(lost),
         exports=run.requests,
         refusals=run.refusals,
         seconds=(datetime.now(UTC) - started).total_seconds(),
@@ -293,6 +332,8 @@ class ParquetBuild:
     """Vendor-added columns that held non-text JSON values (name -> the type polars saw), stored as text."""
     manifest: str
     """gs:// URI of the manifest that published the range."""
+    lost: tuple[date, ...]
+    """Days with no stored export that the vendor no longer serves: published as lost, without rows or file."""
 
 
 def build_parquet(
@@ -302,17 +343,20 @@ def build_parquet(
     store: ObjectStore,
     timezone: str,
     loaded_at: datetime,
+    today: date,
     date_column: str | None = None,
 ) -> ParquetBuild:
     """Parse the stored ZIPs that hold the range into one Parquet file per day (none for a day without rows).
 
     The files are uploaded in parallel under names unique to this build, then one manifest names them all: that
     write is what makes the range's new days visible, so a build that fails or is killed half-way publishes
-    nothing. Files the manifest supersedes are deleted afterwards.
+    nothing. Files the manifest supersedes are deleted afterwards. Days that can never be landed (`lost_days`,
+    as of `today`) are published as lost, so the BigQuery stage leaves them alone.
     """
     wanted = list(days.dates())
     newest = newest_manifests(_raw_manifests(store, source), wanted)
-    missing = [day for day in wanted if day not in newest]
+    lost = lost_days(days, newest, today)
+    missing = [day for day in wanted if day not in newest and day not in lost]
     if missing:
         raise MissingUpstream(
             f"hatch/raw/{source} has no stored export for {', '.join(str(w) for w in contiguous_windows(missing))} "
@@ -325,7 +369,7 @@ def build_parquet(
         by_zip[(documents[manifest]["zip"], manifest.window.start, manifest.window.end)].append(day)
 
     token = f"{loaded_at.astimezone(UTC):%Y%m%dT%H%M%S%fZ}-{secrets.token_hex(4)}"
-    published: dict[date, dict[str, Any]] = {}
+    published: dict[date, dict[str, Any]] = {day: {**_day_record(None, 0, ()), "lost": True} for day in lost}
     columns: dict[str, None] = {}
     text_columns: dict[str, str] = {}
     raw_rows = 0
@@ -367,12 +411,13 @@ def build_parquet(
             upload.result()  # the first failed upload fails the build before anything is published
     manifest_key = _publish_manifest(store, source, days, token, published)
     return ParquetBuild(
-        rows_by_day={day: record["rows"] for day, record in sorted(published.items())},
+        rows_by_day={day: record["rows"] for day, record in sorted(published.items()) if day not in lost},
         columns=tuple(columns),
         raw_files=tuple(raw_files),
         raw_rows=raw_rows,
         text_columns=text_columns,
         manifest=store.uri(manifest_key),
+        lost=tuple(lost),
     )
 
 
@@ -482,6 +527,8 @@ class BigQueryLoad:
     """What the table holds for those days after the load."""
     added_columns: tuple[str, ...]
     jobs: int
+    lost: tuple[date, ...]
+    """Days the Parquet stage published as lost: left as the table holds them (see `lost_days`)."""
 
 
 def table_spec(source: DataSource, project: str, dataset: str) -> warehouse.TableSpec:
@@ -500,8 +547,16 @@ def load_bigquery(
     location: str,
     run_id: str,
 ) -> BigQueryLoad:
-    """Replace exactly the range's days in the day-partitioned table with the stored Parquet, in one transaction."""
-    records = published_days(store, source, days)
+    """Replace exactly the range's days in the day-partitioned table with the stored Parquet, in one transaction.
+    Days the Parquet stage published as lost are not touched."""
+    published = published_days(store, source, days)
+    lost = tuple(day for day, record in published.items() if record.get("lost"))
+    records = {day: record for day, record in published.items() if day not in lost}
+    if not records:
+        raise NothingToLand(
+            f"none of the days {days} can be loaded: hatch/parquet/{source} published them all as lost (nothing "
+            "stored, older than the vendor serves)"
+        )
     # Files of one column set load together (the emulator maps Parquet columns by position, BigQuery by name).
     files_by_columns: dict[tuple[str, ...], list[str]] = defaultdict(list)
     for record in records.values():
@@ -527,6 +582,7 @@ def load_bigquery(
         rows_by_day={day: result.rows_by_day.get(day, 0) for day in records},
         added_columns=tuple(added),
         jobs=result.jobs,
+        lost=lost,
     )
 
 

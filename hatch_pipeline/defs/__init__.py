@@ -1,4 +1,4 @@
-"""The Dagster shell: assets, checks, schedules and resources that wire the plain-Python core together."""
+"""The Dagster shell: assets, checks, schedules, sensors and resources that wire the plain-Python core together."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import dagster as dg
 from hatch_pipeline.contract import DATA_SOURCES
 from hatch_pipeline.defs.assets import build_source_assets
 from hatch_pipeline.defs.automation import daily_job, daily_partitions, daily_schedule
+from hatch_pipeline.defs.sensors import catch_up_sensor
 from hatch_pipeline.settings import Settings
 
 
@@ -26,5 +27,6 @@ def build_definitions(settings: Settings, resources: Mapping[str, Any]) -> dg.De
         ],
         jobs=[job],
         schedules=[daily_schedule(settings, job)],
+        sensors=[catch_up_sensor(settings, job, partitions)],
         resources=dict(resources),
     )

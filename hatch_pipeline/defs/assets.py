@@ -14,11 +14,11 @@ import dagster as dg
 from dagster import AssetExecutionContext
 from pydantic import Field
 
-from hatch_pipeline.contract import DataSource, ExportWindow
+from hatch_pipeline.contract import DataSource, ExportWindow, contiguous_windows
 from hatch_pipeline.defs.checks import ROWS_MATCH_PARQUET, reconcile_rows
 from hatch_pipeline.defs.resources import HatchBigQueryResource, HatchExportResource, HatchStorageResource
 from hatch_pipeline.schemas import SCHEMAS
-from hatch_pipeline.stages import ExportsPaused, build_parquet, land_raw, load_bigquery, table_spec
+from hatch_pipeline.stages import ExportsPaused, build_parquet, land_raw, load_bigquery, lost_reason, table_spec
 
 API_POOL: Final = "hatch_export_api"
 """Steps that call the vendor API share this pool; its limit of one (dagster.yaml) keeps them in single file."""
@@ -99,6 +99,26 @@ def daily_metadata(rows_by_day: dict[date, int]) -> dg.MetadataValue:
     return dg.MetadataValue.json({day.isoformat(): rows for day, rows in rows_by_day.items()})
 
 
+def hatch_today(timezone: str) -> date:
+    """Today in Hatch's day boundary (HATCH_TIMEZONE): it decides which days the vendor still serves."""
+    return datetime.now(ZoneInfo(timezone)).date()
+
+
+def report_lost(
+    context: AssetExecutionContext, source: DataSource, lost: Sequence[date], today: date, doing: str
+) -> dict[str, dg.MetadataValue]:
+    """Say which days of the run cannot be landed (`stages.lost_days`): one warning for the run, the reason on
+    each of those partitions, and the range's metadata entry. The rest of the range lands."""
+    if not lost:
+        return {}
+    reason = lost_reason(today)
+    windows = [str(window) for window in contiguous_windows(lost)]
+    context.log.warning(f"{source}: {len(lost)} day(s) {doing} ({', '.join(windows)}): {reason}.")
+    for day in lost:
+        context.add_asset_metadata({"lost": reason}, partition_key=day.isoformat())
+    return {"days_lost": dg.MetadataValue.json(windows)}
+
+
 def build_source_assets(
     source: DataSource, partitions_def: dg.DailyPartitionsDefinition, *, date_column: str | None = None
 ) -> list[dg.AssetsDefinition]:
@@ -114,7 +134,9 @@ def build_source_assets(
         description=(
             f"{source} exports from the Hatch Bulk Export API, stored unchanged as ZIPs in GCS. A run exports only "
             "the days of its range that have no stored export, in as few exports as the vendor's limits allow; "
-            f"stored days are reused. Refetch with run config refetch: true or the run tag {REFETCH_TAG}=true."
+            f"stored days are reused. Refetch with run config refetch: true or the run tag {REFETCH_TAG}=true. "
+            "Days older than the vendor serves (180 days) are never requested: without a stored export they are "
+            "reported as lost on their partitions (metadata `lost`) and the rest of the range lands."
         ),
         group_name=GROUP,
         partitions_def=partitions_def,
@@ -128,6 +150,7 @@ def build_source_assets(
         hatch_storage: HatchStorageResource,
     ) -> Iterator[dg.MaterializeResult | dg.AssetMaterialization]:
         days = run_days(context)
+        today = hatch_today(timezone)
         refetch = config.refetch or context.run.tags.get(REFETCH_TAG, "").strip().lower() == "true"
         with hatch_api.client(timezone, log=context.log) as client:
             try:
@@ -138,7 +161,7 @@ def build_source_assets(
                     ledger=hatch_api.ledger(),
                     store=hatch_storage.store(),
                     max_payload_bytes=hatch_api.max_payload_bytes,
-                    today=datetime.now(ZoneInfo(timezone)).date(),
+                    today=today,
                     refetch=refetch,
                     progress=context.log.info,
                 )
@@ -170,6 +193,7 @@ def build_source_assets(
                 "refetch": refetch,
                 "how_to_refetch": REFETCH_HELP,
                 "seconds": round(landing.seconds, 1),
+                **report_lost(context, source, landing.lost, today, "are not exported"),
             }
         )
 
@@ -188,12 +212,14 @@ def build_source_assets(
         owners=OWNERS,
     )
     def parquet(context: AssetExecutionContext, hatch_storage: HatchStorageResource) -> dg.MaterializeResult:
+        today = hatch_today(timezone)
         build = build_parquet(
             source,
             run_days(context),
             store=hatch_storage.store(),
             timezone=timezone,
             loaded_at=datetime.now(UTC),
+            today=today,
             date_column=day_column,
         )
         return dg.MaterializeResult(
@@ -206,6 +232,7 @@ def build_source_assets(
                 # Vendor columns whose JSON values were numbers, booleans or objects: stored as text regardless.
                 "vendor_columns_kept_as_text": dg.MetadataValue.json(build.text_columns),
                 "manifest": build.manifest,
+                **report_lost(context, source, build.lost, today, "have no Parquet"),
             }
         )
 
@@ -251,6 +278,7 @@ def build_source_assets(
                 "rows_by_day": daily_metadata(load.rows_by_day),
                 "added_columns": dg.MetadataValue.json(list(load.added_columns)),
                 "bigquery_jobs": load.jobs,
+                **report_lost(context, source, load.lost, hatch_today(timezone), "are left as the table holds them"),
             },
             check_results=[reconcile_rows(load.expected_rows_by_day, load.rows_by_day)],
         )

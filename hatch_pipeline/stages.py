@@ -25,7 +25,7 @@ from hatch_pipeline.export_api.client import ExportedFile, ExportOutcome, HatchE
 from hatch_pipeline.export_api.errors import HatchExportError, InvalidExportRequest, SlotUnavailable
 from hatch_pipeline.export_api.ledger import Claim, Decide, RateLedger
 from hatch_pipeline.export_api.planner import Sent, SizeEvidence, export_days, plan_windows
-from hatch_pipeline.parsing import parse_export
+from hatch_pipeline.parsing import ParsedDay, parse_export
 from hatch_pipeline.schemas import LINEAGE_COLUMNS, SCHEMAS, column_dtypes
 from hatch_pipeline.storage import (
     ObjectStore,
@@ -282,7 +282,8 @@ def _store_raw(store: ObjectStore, outcome: ExportOutcome) -> LandedWindow:
 
 @dataclass(frozen=True)
 class ParquetBuild:
-    rows_by_day: dict[date, int]
+    days: dict[date, dict[str, Any]]
+    """Each day's record in the manifest (see `_day_record`), in date order."""
     columns: tuple[str, ...]
     """Union of the columns of the range's files, in the order the parser writes them."""
     raw_files: tuple[str, ...]
@@ -293,6 +294,10 @@ class ParquetBuild:
     """Vendor-added columns that held non-text JSON values (name -> the type polars saw), stored as text."""
     manifest: str
     """gs:// URI of the manifest that published the range."""
+
+    @property
+    def rows_by_day(self) -> dict[date, int]:
+        return {day: int(record["rows"]) for day, record in self.days.items()}
 
 
 def build_parquet(
@@ -335,7 +340,7 @@ def build_parquet(
     with tempfile.TemporaryDirectory(prefix="hatch-parquet-") as workdir, ThreadPoolExecutor(_PARALLEL_CALLS) as pool:
         for index, ((key, start, end), wanted) in enumerate(sorted(by_zip.items(), key=lambda item: item[1][0])):
             if key is None:  # the vendor answered 204: these days have no rows
-                published |= {day: _day_record(None, 0, ()) for day in wanted}
+                published |= {day: _day_record(None, None, ParsedDay(day, None, 0), ()) for day in wanted}
                 continue
             # Keep the stored name, so a parse error names the object a user can find in the bucket.
             (Path(workdir) / str(index)).mkdir()
@@ -361,13 +366,15 @@ def build_parquet(
                 if parsed_day.path is not None:
                     file_key = parquet_file_key(source, parsed_day.day, token)
                     uploads.append(pool.submit(store.put_file, file_key, parsed_day.path, _PARQUET_TYPE))
-                published[parsed_day.day] = _day_record(file_key, parsed_day.rows, parsed.columns)
+                published[parsed_day.day] = _day_record(
+                    file_key, key, parsed_day, parsed.columns, parsed.vendor_columns
+                )
             zip_path.unlink()
         for upload in uploads:
             upload.result()  # the first failed upload fails the build before anything is published
     manifest_key = _publish_manifest(store, source, days, token, published)
     return ParquetBuild(
-        rows_by_day={day: record["rows"] for day, record in sorted(published.items())},
+        days=dict(sorted(published.items())),
         columns=tuple(columns),
         raw_files=tuple(raw_files),
         raw_rows=raw_rows,
@@ -376,8 +383,24 @@ def build_parquet(
     )
 
 
-def _day_record(file_key: str | None, rows: int, columns: Sequence[str]) -> dict[str, Any]:
-    return {"file": file_key, "rows": rows, "columns": list(columns) if rows else []}
+def _day_record(
+    file_key: str | None,
+    raw_zip: str | None,
+    parsed: ParsedDay,
+    columns: Sequence[str],
+    vendor_columns: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """A day's entry in the Parquet manifest: its file and columns, and what the checks reconcile it with (the ZIP
+    read, the rows read out of it, the columns it carried, the rows moved into the window)."""
+    return {
+        "file": file_key,
+        "rows": parsed.rows,
+        "columns": list(columns) if parsed.rows else [],
+        "raw_zip": raw_zip,
+        "vendor_columns": None if vendor_columns is None else list(vendor_columns),
+        "clamped_rows": parsed.clamped_rows,
+        "undated_rows": parsed.undated_rows,
+    }
 
 
 @dataclass(frozen=True, order=True)

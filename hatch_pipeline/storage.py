@@ -11,8 +11,10 @@ Layout under `gs://BUCKET/PREFIX/`:
                                        under parquet/S/, so an external table over it reads only data)
   manifests/parquet/S/<stamp>_<A>_<B>.json
                                        what one Parquet build published for days A..B: each day's file, rows and
-                                       columns. Written after the files, so it is what makes them visible; for each
-                                       day the newest manifest (by stamp, which sorts by time) is the truth
+                                       columns, and what the checks reconcile it with: the raw ZIP it was read from,
+                                       the columns the vendor sent, the rows moved into the export's window. Written
+                                       after the files, so it is what makes them visible; for each day the newest
+                                       manifest (by stamp, which sorts by time) is the truth
 """
 
 from __future__ import annotations

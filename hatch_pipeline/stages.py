@@ -471,13 +471,24 @@ def _in_parallel(call: Callable[[Any], _T], items: Sequence[Any]) -> Iterator[_T
         return iter(list(pool.map(call, items)))
 
 
-def published_days(store: ObjectStore, source: DataSource, days: ExportWindow) -> dict[date, dict[str, Any]]:
-    """What the Parquet stage published for each day: its file key (None without rows), rows and columns.
+def newest_raw_zips(
+    store: ObjectStore, source: DataSource, days: Iterable[date] | None = None
+) -> dict[date, str | None]:
+    """The key of each day's newest stored ZIP (None where the vendor answered 204), for the days of `days` (every
+    stored day when None) that have a stored export."""
+    manifests = _raw_manifests(store, source)
+    wanted = sorted({day for m in manifests for day in m.window.dates()} if days is None else set(days))
+    newest = newest_manifests(manifests, wanted)
+    readable = sorted(set(newest.values()))
+    documents = dict(zip(readable, _in_parallel(lambda m: _manifest_document(store, m), readable), strict=True))
+    return {day: documents[manifest].get("zip") for day, manifest in newest.items()}
 
-    One listing finds the newest manifest of each day; only those are read (one for a range built in one run).
-    """
-    newest = _newest_manifests(_manifests(store, source), days.dates())
-    missing = [day for day in days.dates() if day not in newest]
+
+def published_days(store: ObjectStore, source: DataSource, days: ExportWindow) -> dict[date, dict[str, Any]]:
+    """What the Parquet stage published for each day: its file key (None without rows), rows and columns (see
+    `_day_record`); fails naming the days nothing was published for."""
+    records = published_records(store, source, days.dates())
+    missing = [day for day in days.dates() if day not in records]
     if missing:
         upstream = f"hatch/parquet/{source}"
         raise MissingUpstream(
@@ -486,11 +497,24 @@ def published_days(store: ObjectStore, source: DataSource, days: ExportWindow) -
             + f" (no manifest under {store.uri(parquet_manifest_prefix(source))} covers it); materialize {upstream} "
             "for those days first"
         )
-    wanted = sorted(set(newest.values()))
-    documents = dict(zip(wanted, _in_parallel(lambda m: store.get_json(m.key), wanted), strict=True))
+    return records
+
+
+def published_records(
+    store: ObjectStore, source: DataSource, days: Iterable[date] | None = None
+) -> dict[date, dict[str, Any]]:
+    """The newest manifest's record of each of `days` (every day any manifest covers when None) that has one.
+
+    One listing finds the newest manifest of each day; only those are read (one for a range built in one run).
+    """
+    manifests = _manifests(store, source)
+    wanted = sorted({day for m in manifests for day in _dates(m)} if days is None else set(days))
+    newest = _newest_manifests(manifests, wanted)
+    readable = sorted(set(newest.values()))
+    documents = dict(zip(readable, _in_parallel(lambda m: store.get_json(m.key), readable), strict=True))
     if any(document is None for document in documents.values()):
         raise MissingUpstream(f"a manifest of hatch/parquet/{source} was replaced while it was read; run again")
-    return {day: (documents[newest[day]] or {})["days"][day.isoformat()] for day in days.dates()}
+    return {day: (documents[newest[day]] or {})["days"][day.isoformat()] for day in wanted if day in newest}
 
 
 # --- bigquery -----------------------------------------------------------------------------------------------------

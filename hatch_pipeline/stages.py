@@ -523,10 +523,8 @@ def published_records(
 @dataclass(frozen=True)
 class BigQueryLoad:
     table: str
-    expected_rows_by_day: dict[date, int]
-    """What the Parquet stage recorded: the reconciliation target."""
     rows_by_day: dict[date, int]
-    """What the table holds for those days after the load."""
+    """What the table holds for those days as the load committed them (the checks count again on their own)."""
     added_columns: tuple[str, ...]
     jobs: int
 
@@ -570,7 +568,6 @@ def load_bigquery(
     warehouse.ensure_latest_view(client, spec, id_column=SCHEMAS[source].natural_id)
     return BigQueryLoad(
         table=f"{spec.project}.{spec.dataset}.{spec.table}",
-        expected_rows_by_day={day: int(record["rows"]) for day, record in records.items()},
         rows_by_day={day: result.rows_by_day.get(day, 0) for day in records},
         added_columns=tuple(added),
         jobs=result.jobs,

@@ -15,6 +15,7 @@ from datetime import date, datetime, time, timedelta
 from typing import Any, Final
 from zoneinfo import ZoneInfo
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from hatch_pipeline.contract import DataSource, contiguous_windows
@@ -42,7 +43,8 @@ class StoredDay:
     lineage_recorded: bool = False
     """False for manifests written before builds named their ZIP: then staleness cannot be told."""
     parquet_rows: int | None = None
-    """Rows in the day's Parquet file as stored now (0 for a day without rows); None when the file is missing."""
+    """Rows in the day's Parquet file as stored now (0 for a day without rows); None when the file is missing or
+    not Parquet."""
     vendor_columns: tuple[str, ...] | None = None
     """The columns the export's file carried (None when unknown: an empty export, or an older manifest)."""
     clamped_rows: int = 0
@@ -85,11 +87,11 @@ def stored_days(store: ObjectStore, source: DataSource, days: Sequence[date] | N
 
 
 def parquet_rows(store: ObjectStore, key: str) -> int | None:
-    """Rows in a stored Parquet file, from its footer; None when the file does not exist."""
+    """Rows in a stored Parquet file, from its footer; None when the file is missing or not Parquet."""
     try:
         with store.reader(key) as reader:
             return int(pq.read_metadata(reader).num_rows)
-    except FileNotFoundError:
+    except (FileNotFoundError, pa.ArrowException):
         return None
 
 
@@ -112,7 +114,7 @@ def _raw_parquet_problem(found: StoredDay | None) -> str | None:
     if found.stale:
         return "the Parquet was built from an older export than the newest stored one"
     if found.parquet_rows is None:
-        return "the Parquet file the manifest names is missing"
+        return "the Parquet file the manifest names is missing or not Parquet"
     if found.parquet_rows != found.read_from_raw:
         return "the Parquet file holds another number of rows than were read from the export"
     return None

@@ -32,7 +32,7 @@ from hatch_pipeline.export_api.client import ExportedFile, ExportOutcome, HatchE
 from hatch_pipeline.export_api.errors import HatchExportError, InvalidExportRequest, SlotUnavailable
 from hatch_pipeline.export_api.ledger import Claim, Decide, RateLedger
 from hatch_pipeline.export_api.planner import Sent, SizeEvidence, export_days, plan_windows
-from hatch_pipeline.parsing import parse_export
+from hatch_pipeline.parsing import ParsedDay, parse_export
 from hatch_pipeline.schemas import LINEAGE_COLUMNS, SCHEMAS, column_dtypes
 from hatch_pipeline.storage import (
     ObjectStore,
@@ -321,7 +321,8 @@ def _store_raw(store: ObjectStore, outcome: ExportOutcome) -> LandedWindow:
 
 @dataclass(frozen=True)
 class ParquetBuild:
-    rows_by_day: dict[date, int]
+    days: dict[date, dict[str, Any]]
+    """Each day's record in the manifest (see `_day_record`), in date order."""
     columns: tuple[str, ...]
     """Union of the columns of the range's files, in the order the parser writes them."""
     raw_files: tuple[str, ...]
@@ -334,6 +335,11 @@ class ParquetBuild:
     """gs:// URI of the manifest that published the range."""
     lost: tuple[date, ...]
     """Days with no stored export that the vendor no longer serves: published as lost, without rows or file."""
+
+    @property
+    def rows_by_day(self) -> dict[date, int]:
+        """Rows per day written, lost days left out (they have no file)."""
+        return {day: int(record["rows"]) for day, record in self.days.items() if not record.get("lost")}
 
 
 def build_parquet(
@@ -369,7 +375,9 @@ def build_parquet(
         by_zip[(documents[manifest]["zip"], manifest.window.start, manifest.window.end)].append(day)
 
     token = f"{loaded_at.astimezone(UTC):%Y%m%dT%H%M%S%fZ}-{secrets.token_hex(4)}"
-    published: dict[date, dict[str, Any]] = {day: {**_day_record(None, 0, ()), "lost": True} for day in lost}
+    published: dict[date, dict[str, Any]] = {
+        day: {**_day_record(None, None, ParsedDay(day, None, 0), ()), "lost": True} for day in lost
+    }
     columns: dict[str, None] = {}
     text_columns: dict[str, str] = {}
     raw_rows = 0
@@ -379,7 +387,7 @@ def build_parquet(
     with tempfile.TemporaryDirectory(prefix="hatch-parquet-") as workdir, ThreadPoolExecutor(_PARALLEL_CALLS) as pool:
         for index, ((key, start, end), wanted) in enumerate(sorted(by_zip.items(), key=lambda item: item[1][0])):
             if key is None:  # the vendor answered 204: these days have no rows
-                published |= {day: _day_record(None, 0, ()) for day in wanted}
+                published |= {day: _day_record(None, None, ParsedDay(day, None, 0), ()) for day in wanted}
                 continue
             # Keep the stored name, so a parse error names the object a user can find in the bucket.
             (Path(workdir) / str(index)).mkdir()
@@ -405,13 +413,15 @@ def build_parquet(
                 if parsed_day.path is not None:
                     file_key = parquet_file_key(source, parsed_day.day, token)
                     uploads.append(pool.submit(store.put_file, file_key, parsed_day.path, _PARQUET_TYPE))
-                published[parsed_day.day] = _day_record(file_key, parsed_day.rows, parsed.columns)
+                published[parsed_day.day] = _day_record(
+                    file_key, key, parsed_day, parsed.columns, parsed.vendor_columns
+                )
             zip_path.unlink()
         for upload in uploads:
             upload.result()  # the first failed upload fails the build before anything is published
     manifest_key = _publish_manifest(store, source, days, token, published)
     return ParquetBuild(
-        rows_by_day={day: record["rows"] for day, record in sorted(published.items()) if day not in lost},
+        days=dict(sorted(published.items())),
         columns=tuple(columns),
         raw_files=tuple(raw_files),
         raw_rows=raw_rows,
@@ -421,8 +431,24 @@ def build_parquet(
     )
 
 
-def _day_record(file_key: str | None, rows: int, columns: Sequence[str]) -> dict[str, Any]:
-    return {"file": file_key, "rows": rows, "columns": list(columns) if rows else []}
+def _day_record(
+    file_key: str | None,
+    raw_zip: str | None,
+    parsed: ParsedDay,
+    columns: Sequence[str],
+    vendor_columns: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """A day's entry in the Parquet manifest: its file and columns, and what the checks reconcile it with (the ZIP
+    read, the rows read out of it, the columns it carried, the rows moved into the window)."""
+    return {
+        "file": file_key,
+        "rows": parsed.rows,
+        "columns": list(columns) if parsed.rows else [],
+        "raw_zip": raw_zip,
+        "vendor_columns": None if vendor_columns is None else list(vendor_columns),
+        "clamped_rows": parsed.clamped_rows,
+        "undated_rows": parsed.undated_rows,
+    }
 
 
 @dataclass(frozen=True, order=True)
@@ -493,13 +519,24 @@ def _in_parallel(call: Callable[[Any], _T], items: Sequence[Any]) -> Iterator[_T
         return iter(list(pool.map(call, items)))
 
 
-def published_days(store: ObjectStore, source: DataSource, days: ExportWindow) -> dict[date, dict[str, Any]]:
-    """What the Parquet stage published for each day: its file key (None without rows), rows and columns.
+def newest_raw_zips(
+    store: ObjectStore, source: DataSource, days: Iterable[date] | None = None
+) -> dict[date, str | None]:
+    """The key of each day's newest stored ZIP (None where the vendor answered 204), for the days of `days` (every
+    stored day when None) that have a stored export."""
+    manifests = _raw_manifests(store, source)
+    wanted = sorted({day for m in manifests for day in m.window.dates()} if days is None else set(days))
+    newest = newest_manifests(manifests, wanted)
+    readable = sorted(set(newest.values()))
+    documents = dict(zip(readable, _in_parallel(lambda m: _manifest_document(store, m), readable), strict=True))
+    return {day: documents[manifest].get("zip") for day, manifest in newest.items()}
 
-    One listing finds the newest manifest of each day; only those are read (one for a range built in one run).
-    """
-    newest = _newest_manifests(_manifests(store, source), days.dates())
-    missing = [day for day in days.dates() if day not in newest]
+
+def published_days(store: ObjectStore, source: DataSource, days: ExportWindow) -> dict[date, dict[str, Any]]:
+    """What the Parquet stage published for each day: its file key (None without rows), rows and columns (see
+    `_day_record`); fails naming the days nothing was published for."""
+    records = published_records(store, source, days.dates())
+    missing = [day for day in days.dates() if day not in records]
     if missing:
         upstream = f"hatch/parquet/{source}"
         raise MissingUpstream(
@@ -508,11 +545,24 @@ def published_days(store: ObjectStore, source: DataSource, days: ExportWindow) -
             + f" (no manifest under {store.uri(parquet_manifest_prefix(source))} covers it); materialize {upstream} "
             "for those days first"
         )
-    wanted = sorted(set(newest.values()))
-    documents = dict(zip(wanted, _in_parallel(lambda m: store.get_json(m.key), wanted), strict=True))
+    return records
+
+
+def published_records(
+    store: ObjectStore, source: DataSource, days: Iterable[date] | None = None
+) -> dict[date, dict[str, Any]]:
+    """The newest manifest's record of each of `days` (every day any manifest covers when None) that has one.
+
+    One listing finds the newest manifest of each day; only those are read (one for a range built in one run).
+    """
+    manifests = _manifests(store, source)
+    wanted = sorted({day for m in manifests for day in _dates(m)} if days is None else set(days))
+    newest = _newest_manifests(manifests, wanted)
+    readable = sorted(set(newest.values()))
+    documents = dict(zip(readable, _in_parallel(lambda m: store.get_json(m.key), readable), strict=True))
     if any(document is None for document in documents.values()):
         raise MissingUpstream(f"a manifest of hatch/parquet/{source} was replaced while it was read; run again")
-    return {day: (documents[newest[day]] or {})["days"][day.isoformat()] for day in days.dates()}
+    return {day: (documents[newest[day]] or {})["days"][day.isoformat()] for day in wanted if day in newest}
 
 
 # --- bigquery -----------------------------------------------------------------------------------------------------
@@ -521,10 +571,8 @@ def published_days(store: ObjectStore, source: DataSource, days: ExportWindow) -
 @dataclass(frozen=True)
 class BigQueryLoad:
     table: str
-    expected_rows_by_day: dict[date, int]
-    """What the Parquet stage recorded: the reconciliation target."""
     rows_by_day: dict[date, int]
-    """What the table holds for those days after the load."""
+    """What the table holds for those days as the load committed them (the checks count again on their own)."""
     added_columns: tuple[str, ...]
     jobs: int
     lost: tuple[date, ...]
@@ -578,7 +626,6 @@ def load_bigquery(
     warehouse.ensure_latest_view(client, spec, id_column=SCHEMAS[source].natural_id)
     return BigQueryLoad(
         table=f"{spec.project}.{spec.dataset}.{spec.table}",
-        expected_rows_by_day={day: int(record["rows"]) for day, record in records.items()},
         rows_by_day={day: result.rows_by_day.get(day, 0) for day in records},
         added_columns=tuple(added),
         jobs=result.jobs,

@@ -20,7 +20,18 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Final
 
 import polars as pl
-from google.api_core.exceptions import Conflict, Forbidden, GoogleAPICallError, NotFound
+from google.api_core.exceptions import (
+    BadGateway,
+    Conflict,
+    Forbidden,
+    GatewayTimeout,
+    GoogleAPICallError,
+    InternalServerError,
+    NotFound,
+    RetryError,
+    ServiceUnavailable,
+    TooManyRequests,
+)
 from google.cloud import bigquery
 
 PARTITION_COLUMN: Final = "_export_date"
@@ -47,6 +58,25 @@ _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,299}")
 RESERVED_COLUMN_PREFIXES: Final = ("_TABLE_", "_FILE_", "_PARTITION", "_ROW_TIMESTAMP", "__ROOT__", "_COLON_")
 """BigQuery refuses column names that start with these, in any case."""
 _STAGING_EXPIRY = timedelta(days=1)
+
+TRANSIENT_REASONS: Final = frozenset(
+    {
+        "backendError",
+        "internalError",
+        "badGateway",
+        "rateLimitExceeded",
+        "jobBackendError",
+        "jobInternalError",
+        "jobRateLimitExceeded",
+    }
+)
+"""BigQuery error reasons that pass by waiting (those Google's client retries by itself). Not `quotaExceeded`:
+BigQuery's quotas are mostly per day, so minutes of waiting do not help."""
+TRANSIENT_MESSAGES: Final = ("transaction is aborted due to concurrent update", "could not serialize access to table")
+"""How BigQuery says that another transaction or DML statement changed the table first (HTTP 400, `invalidQuery`):
+the same statements succeed when run again."""
+_TRANSIENT_TYPES: Final = (TooManyRequests, InternalServerError, BadGateway, ServiceUnavailable, GatewayTimeout)
+"""429 and the 5xx that pass; not 501 Not Implemented, which the client also maps job errors (`notImplemented`) to."""
 
 
 class WarehouseError(Exception):
@@ -147,6 +177,31 @@ class ReplaceResult:
     def jobs(self) -> int:
         """BigQuery jobs this call ran: grows with the number of column sets, never with days or files."""
         return len(self.job_ids)
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether a failed BigQuery call can succeed when run again after a pause: another transaction changed the
+    table first, a server error or a rate limit. Everything else (bad SQL, a missing table, a schema conflict, a
+    quota, any `WarehouseError` of its own) fails again the same way, so retrying it only wastes time.
+
+    Follows explicit causes (`raise ... from`, and the last error behind the client's own `RetryError`), so a
+    `LoadFailed` caused by a backend error counts as transient.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, _TRANSIENT_TYPES):
+            return True
+        if isinstance(current, GoogleAPICallError):
+            details = [detail for detail in current.errors if isinstance(detail, Mapping)]
+            if any(detail.get("reason") in TRANSIENT_REASONS for detail in details):
+                return True
+            text = " ".join([current.message or "", *(str(detail.get("message", "")) for detail in details)]).lower()
+            if any(message in text for message in TRANSIENT_MESSAGES):
+                return True
+        current = current.cause if isinstance(current, RetryError) else current.__cause__
+    return False
 
 
 def bigquery_type(dtype: pl.DataType) -> str:

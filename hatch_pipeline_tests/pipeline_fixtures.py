@@ -52,6 +52,8 @@ class Pipeline:
     output_format: OutputFormat = "json"
     api_options: dict[str, Any] = field(default_factory=dict)
     """Overrides of the HatchExportResource fields, e.g. a small max_exports_per_day."""
+    asset_options: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments of `build_source_assets`, e.g. a quicker bigquery_retry_policy."""
 
     def resources(self) -> dict[str, object]:
         api_options: dict[str, Any] = {
@@ -93,7 +95,9 @@ class Pipeline:
         assets = [
             asset
             for source in SOURCES
-            for asset in build_source_assets(source, partitions, date_column=settings.date_column(source))
+            for asset in build_source_assets(
+                source, partitions, date_column=settings.date_column(source), **self.asset_options
+            )
         ]
         checks = [check for source in SOURCES for check in build_source_checks(source, settings)]
         return dg.materialize(

@@ -1,17 +1,22 @@
-"""The promise "a concurrency pool of one guards the API", checked the way Dagster enforces it.
+"""The promises "a concurrency pool of one guards the API" and "a pool per table keeps BigQuery loads of one
+table apart", checked the way Dagster enforces them.
 
 `dg.materialize()` runs on an ephemeral instance that ignores pools, so these tests launch the project's own daily
 job with `execute_job(reconstructable(...))` on a test instance configured like the project's dagster.yaml. The
 multiprocess executor runs each step in its own (spawned) process, which rebuilds the Definitions from the HATCH_*
 variables the test sets. The sandbox answers slowly, so two raw steps running at the same time overlap in the run's
-event log; the same run with a pool limit of two is the control that shows they would.
+event log; the same run with a pool limit of two is the control that shows they would. The BigQuery loads run in
+separate runs (a backfill's range runs, or the daily run beside one) and reach the emulator through a proxy that
+holds their transactions, so a test sees which loads are in BigQuery together.
 """
 
 from __future__ import annotations
 
+import subprocess
+import time
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
@@ -20,15 +25,19 @@ import pytest
 from dagster_shared.yaml_utils import safe_load_yaml
 from google.cloud.storage import Client as StorageClient
 
-from hatch_pipeline.contract import DATA_SOURCES
-from hatch_pipeline.defs.assets import bigquery_key, parquet_key, raw_key
+from hatch_pipeline.contract import DATA_SOURCES, DataSource
+from hatch_pipeline.defs.assets import bigquery_key, bigquery_pool, parquet_key, raw_key
 from hatch_pipeline.defs.automation import DAILY_JOB_NAME
 from hatch_pipeline.local.sandbox.data import DEFAULT_API_KEY
 from hatch_pipeline.local.sandbox.server import Fault, SandboxServer
+from hatch_pipeline.local.services import venv_executable
+from hatch_pipeline_tests.bigquery_proxy import BigQueryProxy
 from hatch_pipeline_tests.gcp_fixtures import LocalGcp
+from hatch_pipeline_tests.pipeline_fixtures import Pipeline, keys_of
 
 PROJECT_INSTANCE_CONFIG: Final = Path(__file__).resolve().parents[1] / "dagster.yaml"
 YESTERDAY: Final = datetime.now(UTC).date() - timedelta(days=1)
+DAY_BEFORE: Final = YESTERDAY - timedelta(days=1)
 RAW_KEYS: Final = [raw_key(source) for source in DATA_SOURCES]
 RAW_STEPS: Final = {key.to_python_identifier() for key in RAW_KEYS}
 SLOW_EXPORT_SECONDS: Final = 1.5
@@ -105,7 +114,7 @@ def assert_both_exported(sandbox: SandboxServer) -> None:
     assert exports == [(source, YESTERDAY.isoformat(), 200) for source in DATA_SOURCES]
 
 
-def test_only_the_raw_assets_are_in_the_export_api_pool() -> None:
+def test_the_raw_assets_share_the_export_api_pool_and_each_table_has_its_own() -> None:
     from hatch_pipeline.definitions import defs
 
     keys = [make(source) for make in (raw_key, parquet_key, bigquery_key) for source in DATA_SOURCES]
@@ -115,6 +124,8 @@ def test_only_the_raw_assets_are_in_the_export_api_pool() -> None:
     assert {key: pool for key, pool in pools.items() if pool is not None} == {
         "hatch/raw/contact_history": "hatch_export_api",
         "hatch/raw/conversation_items": "hatch_export_api",
+        "hatch/bigquery/contact_history": "hatch_bigquery_contact_history",
+        "hatch/bigquery/conversation_items": "hatch_bigquery_conversation_items",
     }
 
 
@@ -134,3 +145,91 @@ def test_with_a_pool_limit_of_two_the_raw_exports_overlap(project_env: SandboxSe
 
     assert [event_type for _, event_type in events] == [START, START, SUCCESS, SUCCESS], events
     assert_both_exported(project_env)
+
+
+@pytest.fixture
+def landed(pipeline: Pipeline, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[BigQueryProxy]:
+    """Two days of raw exports and Parquet of both sources; the step processes reach BigQuery through the proxy."""
+    pipeline.materialize(DAY_BEFORE, YESTERDAY, keys_of("raw", "parquet"))
+    with BigQueryProxy(pipeline.local_gcp.bigquery_endpoint) as proxy:
+        environment = pipeline.cli_env(tmp_path / "dagster_home", BIGQUERY_EMULATOR_HOST=proxy.endpoint)
+        for name, value in environment.items():
+            if name.startswith("HATCH_") or name.endswith("_EMULATOR_HOST"):
+                monkeypatch.setenv(name, value)
+        yield proxy
+
+
+def start_load(source: DataSource, day: date) -> subprocess.Popen[bytes]:
+    """Materialize `source`'s BigQuery asset alone for `day` with Dagster's CLI, in a run of its own as a backfill's
+    range runs are, on the test instance (DAGSTER_HOME). A process each: Dagster's runs cannot share one process
+    (two `execute_job` threads deadlock in `logging.config.dictConfig`, which every run calls)."""
+    return subprocess.Popen(
+        [
+            str(venv_executable("dagster")),
+            *("asset", "materialize", "-m", "hatch_pipeline.local.definitions"),
+            *("--select", bigquery_key(source).to_user_string(), "--partition", day.isoformat()),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def finish(load: subprocess.Popen[bytes]) -> None:
+    output, _ = load.communicate(timeout=600)
+    assert load.returncode == 0, output.decode()[-3000:]
+
+
+def run_of(instance: dg.DagsterInstance, source: DataSource, day: date) -> str:
+    """The id of the run that loaded `source` for `day`."""
+    [run_id] = [
+        run.run_id
+        for run in instance.get_runs()
+        if run.asset_selection == {bigquery_key(source)} and run.tags.get("dagster/partition") == day.isoformat()
+    ]
+    return run_id
+
+
+def wait_until_a_step_waits_for(instance: dg.DagsterInstance, pool: str, timeout: float = 180.0) -> None:
+    """Wait until some run logs that a step waits for a slot of `pool` (Dagster's "Step blocked by limit")."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for run in instance.get_runs():
+            for record in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT):
+                if record.message == f"Step blocked by limit for pool {pool}":
+                    return
+        time.sleep(0.2)
+    raise AssertionError(f"no step waited for pool {pool} within {timeout} s")
+
+
+def step_events_in_order(instance: dg.DagsterInstance, run_ids: list[str]) -> list[tuple[str, dg.DagsterEventType]]:
+    """The steps' starts and successes of several runs, ordered by when they happened."""
+    records = [record for run_id in run_ids for record in instance.all_logs(run_id, of_type={START, SUCCESS})]
+    return [
+        (record.run_id, record.dagster_event.event_type)
+        for record in sorted(records, key=lambda record: record.timestamp)
+        if record.dagster_event is not None
+    ]
+
+
+def test_loads_of_one_table_wait_for_each_other_while_the_other_table_loads_beside_them(
+    landed: BigQueryProxy,
+) -> None:
+    """Three runs, as a backfill's range runs and the daily run make them: two load contact_history (one day each),
+    one conversation_items."""
+    with dg.instance_for_test(overrides=project_concurrency()) as instance:
+        with landed.holding_transactions():
+            first = start_load("contact_history", DAY_BEFORE)
+            beside = start_load("conversation_items", YESTERDAY)
+            landed.wait_for_in_flight(2)  # the two tables' loads are in BigQuery together: their pools are separate
+            second = start_load("contact_history", YESTERDAY)
+            wait_until_a_step_waits_for(instance, bigquery_pool("contact_history"))
+            assert len(landed.transactions) == 2, "a second load of contact_history reached BigQuery beside the first"
+        for load in (first, beside, second):
+            finish(load)
+        runs = [run_of(instance, "contact_history", DAY_BEFORE), run_of(instance, "contact_history", YESTERDAY)]
+
+        events = step_events_in_order(instance, runs)
+
+    assert events == [(runs[0], START), (runs[0], SUCCESS), (runs[1], START), (runs[1], SUCCESS)]
+    tables = [transaction.table.rsplit(".", 1)[-1] for transaction in landed.transactions]
+    assert sorted(tables) == ["contact_history", "contact_history", "conversation_items"]

@@ -5,9 +5,10 @@ whose raw step spends as few exports as the limits allow. The assets only wire t
 Dagster's resources and report what happened as metadata.
 """
 
-from collections.abc import Iterator, Mapping, Sequence
+import functools
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime
-from typing import Any, Final
+from typing import Any, Final, ParamSpec, TypeVar
 from zoneinfo import ZoneInfo
 
 import dagster as dg
@@ -18,12 +19,30 @@ from hatch_pipeline.contract import DataSource, ExportWindow, contiguous_windows
 from hatch_pipeline.defs.resources import HatchBigQueryResource, HatchExportResource, HatchStorageResource
 from hatch_pipeline.schemas import SCHEMAS
 from hatch_pipeline.stages import ExportsPaused, build_parquet, land_raw, load_bigquery, lost_reason, table_spec
+from hatch_pipeline.warehouse import is_transient
 
 API_POOL: Final = "hatch_export_api"
 """Steps that call the vendor API share this pool; its limit of one (dagster.yaml) keeps them in single file."""
+BIGQUERY_RETRY_POLICY: Final = dg.RetryPolicy(
+    max_retries=3, delay=20, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
+)
+"""How a BigQuery step retries an error that passes (`warehouse.is_transient`): after about 20, 60 and 140 s,
+each ±20 s so that two steps that collided do not collide again. Waiting for a retry gives the pool slot back.
+Other errors fail at once (`_retry_only_transient`). Google's client has already retried 5xx and rate limits for
+up to 10 minutes before an error gets here; a transaction aborted by a concurrent update it never retries."""
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 GROUP: Final = "hatch"
 OWNERS: Final = ["team:data-engineering"]
+
+
+def bigquery_pool(source: DataSource) -> str:
+    """The pool of the steps that write `source`'s table: with a limit of one (dagster.yaml), two runs never
+    replace days in one table at the same time (BigQuery aborts one of two concurrent transactions on a table),
+    while the two sources' tables load in parallel."""
+    return f"hatch_bigquery_{source}"
 
 
 def raw_key(source: DataSource) -> dg.AssetKey:
@@ -86,6 +105,22 @@ def _pause(context: AssetExecutionContext, paused: ExportsPaused, pauses: int) -
     return dg.RetryRequested(max_retries=pauses, seconds_to_wait=wait)
 
 
+def _retry_only_transient(compute: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Let the step's retry policy retry only errors that pass by waiting; fail the rest at once, since running
+    them again would fail the same way (a `Failure` with allow_retries=False is the one error a policy skips)."""
+
+    @functools.wraps(compute)
+    def compute_retrying_only_transient(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return compute(*args, **kwargs)
+        except Exception as error:
+            if is_transient(error):
+                raise
+            raise dg.Failure(description=f"{type(error).__name__}: {error}", allow_retries=False) from error
+
+    return compute_retrying_only_transient
+
+
 def run_days(context: AssetExecutionContext) -> ExportWindow:
     """The run's partition range as one window of days (a single partition is a one-day window)."""
     keys = sorted(context.partition_keys)
@@ -121,9 +156,14 @@ def report_lost(
 
 
 def build_source_assets(
-    source: DataSource, partitions_def: dg.DailyPartitionsDefinition, *, date_column: str | None = None
+    source: DataSource,
+    partitions_def: dg.DailyPartitionsDefinition,
+    *,
+    date_column: str | None = None,
+    bigquery_retry_policy: dg.RetryPolicy = BIGQUERY_RETRY_POLICY,
 ) -> list[dg.AssetsDefinition]:
-    """The three assets of one data source. `date_column` picks which timestamp assigns rows to days."""
+    """The three assets of one data source. `date_column` picks which timestamp assigns rows to days;
+    `bigquery_retry_policy` how the BigQuery step retries transient errors."""
     day_column = date_column or SCHEMAS[source].date_column
     # Hatch's day boundary (HATCH_TIMEZONE) is the partitions' zone: every stage agrees on what a day is.
     timezone = partitions_def.timezone or "UTC"
@@ -254,6 +294,8 @@ def build_source_assets(
     @dg.asset(
         key=bigquery_key(source),
         deps=[parquet_key(source)],
+        pool=bigquery_pool(source),
+        retry_policy=bigquery_retry_policy,
         kinds={"bigquery"},
         description=(
             f"The BigQuery table {source}, partitioned on _export_date and clustered on "
@@ -265,6 +307,7 @@ def build_source_assets(
         backfill_policy=dg.BackfillPolicy.single_run(),
         owners=OWNERS,
     )
+    @_retry_only_transient
     def bigquery(
         context: AssetExecutionContext, hatch_bigquery: HatchBigQueryResource, hatch_storage: HatchStorageResource
     ) -> dg.MaterializeResult:

@@ -9,7 +9,7 @@ import dagster as dg
 
 from hatch_pipeline.contract import DATA_SOURCES
 from hatch_pipeline.defs.assets import build_source_assets
-from hatch_pipeline.defs.automation import daily_job, daily_partitions, daily_schedule
+from hatch_pipeline.defs.automation import automation_sensor, daily_job, daily_partitions, daily_schedule
 from hatch_pipeline.defs.checks import build_source_checks, checks_job, checks_schedule
 from hatch_pipeline.defs.sensors import catch_up_sensor
 from hatch_pipeline.settings import Settings
@@ -30,6 +30,6 @@ def build_definitions(settings: Settings, resources: Mapping[str, Any]) -> dg.De
         asset_checks=[check for source in DATA_SOURCES for check in build_source_checks(source, settings)],
         jobs=[job, audit],
         schedules=[daily_schedule(settings, job), checks_schedule(settings, audit)],
-        sensors=[catch_up_sensor(settings, job, partitions)],
+        sensors=[catch_up_sensor(settings, job, partitions), automation_sensor()],
         resources=dict(resources),
     )

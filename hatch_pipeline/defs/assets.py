@@ -16,6 +16,7 @@ from dagster import AssetExecutionContext
 from pydantic import Field
 
 from hatch_pipeline.contract import DataSource, ExportWindow, contiguous_windows
+from hatch_pipeline.defs.conditions import FOLLOWS_UPSTREAM
 from hatch_pipeline.defs.resources import HatchBigQueryResource, HatchExportResource, HatchStorageResource
 from hatch_pipeline.schemas import SCHEMAS
 from hatch_pipeline.stages import ExportsPaused, build_parquet, land_raw, load_bigquery, lost_reason, table_spec
@@ -250,6 +251,7 @@ def build_source_assets(
         group_name=GROUP,
         partitions_def=partitions_def,
         backfill_policy=dg.BackfillPolicy.single_run(),
+        automation_condition=FOLLOWS_UPSTREAM,
         owners=OWNERS,
     )
     def parquet(context: AssetExecutionContext, hatch_storage: HatchStorageResource) -> dg.MaterializeResult:
@@ -296,6 +298,7 @@ def build_source_assets(
         deps=[parquet_key(source)],
         pool=bigquery_pool(source),
         retry_policy=bigquery_retry_policy,
+        automation_condition=FOLLOWS_UPSTREAM,
         kinds={"bigquery"},
         description=(
             f"The BigQuery table {source}, partitioned on _export_date and clustered on "

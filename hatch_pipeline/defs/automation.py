@@ -1,4 +1,5 @@
-"""Partitions, the daily job and its schedule: each morning one range run refetches the last days, unattended."""
+"""Partitions, the daily job and its schedule (each morning one range run refetches the last days, unattended), and
+the automation sensor that carries a raw materialization on to Parquet and BigQuery."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ PARTITION_RANGE_START_TAG: Final = "dagster/asset_partition_range_start"
 PARTITION_RANGE_END_TAG: Final = "dagster/asset_partition_range_end"
 """Dagster's run tags for a partition range materialized as one run (its own constants are private)."""
 SCHEDULE_NAME: Final = "hatch_daily_schedule"
+AUTOMATION_SENSOR_NAME: Final = "hatch_automation"
 DAILY_JOB_NAME: Final = "hatch_daily"
 
 
@@ -79,3 +81,19 @@ def daily_schedule(settings: Settings, job: dg.UnresolvedAssetJobDefinition) -> 
         raise SettingsError(
             f"HATCH_SCHEDULE_CRON={settings.schedule_cron!r} is not a valid cron string ({error}); use e.g. '0 6 * * *'"
         ) from None
+
+
+def automation_sensor() -> dg.AutomationConditionSensorDefinition:
+    """Evaluates the hatch assets' automation conditions (conditions.py) every 30 s; on by default, since Dagster's
+    own automation sensor starts stopped. A tick that requests several days becomes a backfill (emit_backfills),
+    which follows the assets' BackfillPolicy.single_run(): one run per contiguous range, as a UI backfill does."""
+    return dg.AutomationConditionSensorDefinition(
+        AUTOMATION_SENSOR_NAME,
+        target=dg.AssetSelection.groups(GROUP),
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        emit_backfills=True,
+        description=(
+            "Materializes hatch/parquet/S and hatch/bigquery/S for the days a run of hatch/raw/S alone landed "
+            "(e.g. from the UI), once nothing upstream is missing or running. Never requests raw exports."
+        ),
+    )

@@ -1,0 +1,30 @@
+"""Automation conditions: when Dagster materializes an asset without anyone clicking.
+
+Only the Parquet and BigQuery assets carry one, so that a raw materialization from the UI (any day or range) ends
+in BigQuery on its own. The raw asset never does: an export spends the vendor's daily quota, so only people, the
+daily schedule and the catch-up sensor ask for it. `hatch_automation` in automation.py evaluates these conditions.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import dagster as dg
+
+FOLLOWS_UPSTREAM: Final = (
+    dg.AutomationCondition.any_deps_updated().since_last_handled()
+    & ~dg.AutomationCondition.any_deps_missing()
+    & ~dg.AutomationCondition.any_deps_in_progress()
+    & ~dg.AutomationCondition.in_progress()
+    & dg.AutomationCondition.all_deps_blocking_checks_passed()
+).with_label("follows_upstream")
+"""Materialize a partition after its upstream partition was materialized by a run that did not include this
+asset, once nothing upstream is missing, running or failing a blocking check, and no run or backfill already
+covers it.
+
+Like `AutomationCondition.eager()` without its `in_latest_time_window()` (which would follow only yesterday, not an
+older day or a range picked in the UI) and without `newly_missing()` (a new day is the schedule's job). Runs that
+already select this asset (the daily schedule, the catch-up sensor, a whole-pipeline backfill) trigger nothing:
+`any_deps_updated()` ignores upstream updates by runs that also targeted this asset, and `in_progress()` holds while
+they run. Turning the sensor on requests nothing for the past: its first evaluation only records where it starts.
+"""

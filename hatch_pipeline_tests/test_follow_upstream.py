@@ -1,6 +1,6 @@
 """Downstream follows: after a run of the raw asset alone (a UI materialization of any days), the automation sensor
 requests Parquet and BigQuery for exactly those days, as one backfill; nothing once they are landed, nothing after
-runs that already selected them, and never a raw export.
+runs that already selected them, nothing while a blocking check upstream fails, and never a raw export.
 
 The conditions are evaluated as the daemon evaluates them (`dg.evaluate_automation_conditions`, tick after tick
 with its cursor) against a real instance holding real runs against the sandbox and the emulators. That the daemon
@@ -9,15 +9,21 @@ then launches the backfill as one range run is left to the webserver-and-daemon 
 
 from __future__ import annotations
 
+import io
+import json
 from datetime import timedelta
 from typing import Final
 
 import dagster as dg
+import polars as pl
 from dagster._core.definitions.automation_tick_evaluation_context import build_run_requests
+from google.cloud.storage import Client as StorageClient
 
 from hatch_pipeline.contract import ExportWindow
 from hatch_pipeline.defs import build_definitions
+from hatch_pipeline.defs.assets import bigquery_key
 from hatch_pipeline.defs.automation import AUTOMATION_SENSOR_NAME
+from hatch_pipeline.defs.checks import CHECKS_JOB_NAME
 from hatch_pipeline.defs.conditions import FOLLOWS_UPSTREAM
 from hatch_pipeline_tests.pipeline_fixtures import DEFAULT_SETTINGS, SOURCES, YESTERDAY, Pipeline, keys_of
 
@@ -83,6 +89,33 @@ def test_a_run_of_raw_and_parquet_leaves_only_bigquery_to_follow(pipeline: Pipel
         after = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=start.cursor)
 
         assert requested(after) == {key: {YESTERDAY.isoformat()} for key in keys_of("bigquery")}
+
+
+def test_bigquery_waits_while_a_blocking_check_of_its_parquet_fails(
+    pipeline: Pipeline, gcs_client: StorageClient
+) -> None:
+    defs = build_definitions(DEFAULT_SETTINGS, pipeline.resources())
+    checks = defs.resolve_job_def(CHECKS_JOB_NAME)
+    with dg.instance_for_test() as instance:
+        start = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+        pipeline.materialize(YESTERDAY, YESTERDAY, keys_of("raw", "parquet"), instance=instance)
+        # The Parquet file of contact_history loses rows, and the morning's checks see it: rows_match_raw is red.
+        [manifest] = gcs_client.list_blobs(pipeline.bucket, prefix="hatch/manifests/parquet/contact_history/")
+        file_key = json.loads(manifest.download_as_bytes())["days"][YESTERDAY.isoformat()]["file"]
+        parquet_file = gcs_client.bucket(pipeline.bucket).blob(f"hatch/{file_key}")
+        shortened = io.BytesIO()
+        pl.read_parquet(io.BytesIO(parquet_file.download_as_bytes())).head(5).write_parquet(shortened)
+        parquet_file.upload_from_string(shortened.getvalue())
+        assert not checks.execute_in_process(instance=instance, raise_on_error=False).success
+
+        blocked = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=start.cursor)
+
+        assert requested(blocked) == {bigquery_key("conversation_items"): {YESTERDAY.isoformat()}}
+
+        pipeline.materialize(YESTERDAY, YESTERDAY, keys_of("parquet", sources=["contact_history"]), instance=instance)
+        rebuilt = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=blocked.cursor)
+
+        assert requested(rebuilt) == {bigquery_key("contact_history"): {YESTERDAY.isoformat()}}
 
 
 def requested(result: dg.EvaluateAutomationConditionsResult) -> dict[dg.AssetKey, set[str | None]]:

@@ -11,12 +11,21 @@ from typing import Final
 
 import dagster as dg
 
+UPSTREAM_CHECKS_PASSED_OR_RERUN: Final = dg.AutomationCondition.all_deps_match(
+    dg.AutomationCondition.all_checks_match(dg.AutomationCondition.check_passed(), blocking_only=True)
+    | dg.AutomationCondition.will_be_requested()
+).with_label("upstream_checks_passed_or_rerun")
+"""Each upstream asset's blocking checks passed, or the upstream asset is requested on this tick too: its checks
+then run in the same run, where a failed blocking check stops this asset's step. (Dagster's
+`all_deps_blocking_checks_passed()` would wait for a check that only that run will execute, so a raw-only run
+would reach BigQuery in two hops.)"""
+
 FOLLOWS_UPSTREAM: Final = (
     dg.AutomationCondition.any_deps_updated().since_last_handled()
     & ~dg.AutomationCondition.any_deps_missing()
     & ~dg.AutomationCondition.any_deps_in_progress()
     & ~dg.AutomationCondition.in_progress()
-    & dg.AutomationCondition.all_deps_blocking_checks_passed()
+    & UPSTREAM_CHECKS_PASSED_OR_RERUN
 ).with_label("follows_upstream")
 """Materialize a partition after its upstream partition was materialized by a run that did not include this
 asset, once nothing upstream is missing, running or failing a blocking check, and no run or backfill already

@@ -22,7 +22,7 @@ from google.cloud.storage import Client as StorageClient
 from hatch_pipeline.contract import ExportWindow
 from hatch_pipeline.defs import build_definitions
 from hatch_pipeline.defs.assets import bigquery_key
-from hatch_pipeline.defs.automation import AUTOMATION_SENSOR_NAME
+from hatch_pipeline.defs.automation import AUTOMATION_SENSOR_NAME, DAILY_JOB_NAME, range_tags
 from hatch_pipeline.defs.checks import CHECKS_JOB_NAME
 from hatch_pipeline.defs.conditions import FOLLOWS_UPSTREAM
 from hatch_pipeline_tests.pipeline_fixtures import DEFAULT_SETTINGS, SOURCES, YESTERDAY, Pipeline, keys_of
@@ -74,6 +74,24 @@ def test_runs_that_select_the_whole_pipeline_trigger_nothing(pipeline: Pipeline)
     with dg.instance_for_test() as instance:
         start = dg.evaluate_automation_conditions(defs=defs, instance=instance)
         pipeline.materialize(DAYS.start, DAYS.end, keys_of(), instance=instance)
+
+        after = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=start.cursor)
+
+        assert after.total_requested == 0
+
+
+def test_days_a_pending_run_will_land_are_not_requested_again(pipeline: Pipeline) -> None:
+    """E.g. someone launched the rest from the UI right after the raw run: a run of those days that has not
+    started yet (as a queued one) already covers them."""
+    defs = build_definitions(DEFAULT_SETTINGS, pipeline.resources())
+    with dg.instance_for_test() as instance:
+        start = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+        pipeline.materialize(DAYS.start, DAYS.end, keys_of("raw"), instance=instance)
+        instance.create_run_for_job(
+            defs.resolve_job_def(DAILY_JOB_NAME),
+            asset_selection=frozenset(keys_of("parquet", "bigquery")),
+            tags=range_tags(DAYS),
+        )
 
         after = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=start.cursor)
 

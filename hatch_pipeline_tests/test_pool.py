@@ -201,13 +201,17 @@ def wait_until_a_step_waits_for(instance: dg.DagsterInstance, pool: str, timeout
     raise AssertionError(f"no step waited for pool {pool} within {timeout} s")
 
 
-def step_events_in_order(instance: dg.DagsterInstance, run_ids: list[str]) -> list[tuple[str, dg.DagsterEventType]]:
-    """The steps' starts and successes of several runs, ordered by when they happened."""
+def load_events_in_order(
+    instance: dg.DagsterInstance, run_ids: list[str], source: DataSource
+) -> list[tuple[str, dg.DagsterEventType]]:
+    """The starts and successes of `source`'s BigQuery steps in several runs (the asset's checks run in steps of
+    their own), ordered by when they happened."""
+    step = bigquery_key(source).to_python_identifier()
     records = [record for run_id in run_ids for record in instance.all_logs(run_id, of_type={START, SUCCESS})]
     return [
         (record.run_id, record.dagster_event.event_type)
         for record in sorted(records, key=lambda record: record.timestamp)
-        if record.dagster_event is not None
+        if record.dagster_event is not None and record.step_key == step
     ]
 
 
@@ -228,7 +232,7 @@ def test_loads_of_one_table_wait_for_each_other_while_the_other_table_loads_besi
             finish(load)
         runs = [run_of(instance, "contact_history", DAY_BEFORE), run_of(instance, "contact_history", YESTERDAY)]
 
-        events = step_events_in_order(instance, runs)
+        events = load_events_in_order(instance, runs, "contact_history")
 
     assert events == [(runs[0], START), (runs[0], SUCCESS), (runs[1], START), (runs[1], SUCCESS)]
     tables = [transaction.table.rsplit(".", 1)[-1] for transaction in landed.transactions]

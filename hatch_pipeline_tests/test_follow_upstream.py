@@ -68,6 +68,16 @@ def test_a_raw_only_materialization_ends_in_bigquery_and_then_nothing_more_is_re
         assert all(pipeline.table(source).height > 0 for source in SOURCES)
 
 
+def test_turning_the_sensor_on_requests_nothing_for_days_landed_before(pipeline: Pipeline) -> None:
+    defs = build_definitions(DEFAULT_SETTINGS, pipeline.resources())
+    with dg.instance_for_test() as instance:
+        pipeline.materialize(DAYS.start, DAYS.end, keys_of("raw"), instance=instance)
+
+        first = dg.evaluate_automation_conditions(defs=defs, instance=instance)  # no cursor: the first tick
+
+        assert first.total_requested == 0
+
+
 def test_runs_that_select_the_whole_pipeline_trigger_nothing(pipeline: Pipeline) -> None:
     """The daily schedule's runs, the catch-up sensor's and whole-pipeline backfills already land every stage."""
     defs = build_definitions(DEFAULT_SETTINGS, pipeline.resources())

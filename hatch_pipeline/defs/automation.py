@@ -94,6 +94,7 @@ def automation_sensor() -> dg.AutomationConditionSensorDefinition:
         emit_backfills=True,
         description=(
             "Materializes hatch/parquet/S and hatch/bigquery/S for the days a run of hatch/raw/S alone landed "
-            "(e.g. from the UI), once nothing upstream is missing or running. Never requests raw exports."
+            "(e.g. from the UI), once nothing upstream is missing, running or red on a blocking check. Never "
+            "requests raw exports."
         ),
     )

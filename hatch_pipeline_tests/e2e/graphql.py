@@ -2,7 +2,8 @@
 
 dagster-graphql's `DagsterGraphQLClient` covers job runs, run status and location reloads, but not backfills,
 asset checks or instigator ticks, so these post the UI's documents with `DagsterWebserver.graphql`. Each helper
-returns plain dataclasses; `wait_for` polls any of them until a condition holds.
+returns plain dataclasses; `wait_for` polls any of them until a condition holds, e.g. a sensor's first tick:
+`wait_for("a tick", lambda: instigator(webserver, NAME), lambda sensor: bool(sensor.ticks))`.
 """
 
 from __future__ import annotations

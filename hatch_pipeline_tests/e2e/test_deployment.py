@@ -8,6 +8,7 @@ from datetime import UTC, date, datetime
 from itertools import pairwise
 
 import polars as pl
+import pytest
 
 from hatch_pipeline.defs.assets import GROUP
 from hatch_pipeline.defs.automation import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG, SCHEDULE_NAME
@@ -22,6 +23,8 @@ from hatch_pipeline_tests.e2e.graphql import (
     wait_for_backfill,
 )
 from hatch_pipeline_tests.pipeline_fixtures import SOURCES, keys_of
+
+pytestmark = pytest.mark.e2e
 
 BACKFILL_TAG = "dagster/backfill"
 
@@ -70,6 +73,7 @@ def test_a_backfill_of_every_hatch_asset_becomes_one_range_run_that_lands_every_
     ]
     assert {(execution.asset, execution.check) for execution in executed} == defined
     assert [execution for execution in executed if execution.status != "SUCCEEDED"] == []
+
 
 def test_the_daily_schedule_runs_in_the_instance_without_being_turned_on(deployment: Deployment) -> None:
     schedule = instigator(deployment.webserver, SCHEDULE_NAME)

@@ -96,7 +96,8 @@ def run_range(
 ) -> tuple[Counter[str], Counter[str]]:
     """One range run of the Parquet and BigQuery stages; the GCS calls each made."""
     counter.take()
-    build_parquet(SOURCE, days, store=store, timezone="UTC", loaded_at=datetime.now(UTC))
+    now = datetime.now(UTC)
+    build_parquet(SOURCE, days, store=store, timezone="UTC", loaded_at=now, today=now.date())
     parquet = counter.take()
     load_bigquery(
         SOURCE,

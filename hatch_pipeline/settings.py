@@ -7,9 +7,10 @@ through `dagster.EnvVar("HATCH_API_KEY")` so that it never shows in run config o
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, time
 from typing import Final, TypeVar, cast
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -27,9 +28,12 @@ DEFAULT_API_BASE_URL = "https://bulk-export-api.usehatchapp.com/api/v1"
 DEFAULT_FIRST_PARTITION: Final = date(2026, 6, 1)
 """The first daily partition when HATCH_FIRST_PARTITION is unset: a fixed date, so a reload on another day never
 moves the partition set (landed days stay in it). It covers the vendor's 180 days back as of this project's launch
-(Dec 2026); older days in it fail before any export, saying so. Deployments set their own date (doctor warns)."""
+(Dec 2026); older days in it are rebuilt from stored ZIPs or reported as lost. Deployments set their own date
+(doctor warns)."""
 DEFAULT_SCHEDULE_CRON: Final = "0 6 * * *"
 """The vendor refreshes nightly with the previous day; 06:00 in HATCH_TIMEZONE leaves it time to finish."""
+DEFAULT_FRESH_BY: Final = "09:00"
+"""By this time of day (HATCH_TIMEZONE) yesterday should be in BigQuery: three hours after the default schedule."""
 DEFAULT_LOOKBACK_DAYS: Final = 2
 """The daily run refetches yesterday and this many days before it: late vendor corrections land within days."""
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
@@ -60,6 +64,7 @@ class Settings:
     first_partition: str | None = None
     schedule_cron: str = DEFAULT_SCHEDULE_CRON
     lookback_days: int = DEFAULT_LOOKBACK_DAYS
+    fresh_by: str = DEFAULT_FRESH_BY
     contact_history_date_column: str | None = None
     conversation_items_date_column: str | None = None
 
@@ -99,6 +104,7 @@ class Settings:
             first_partition=get("HATCH_FIRST_PARTITION"),
             schedule_cron=get("HATCH_SCHEDULE_CRON") or defaults.schedule_cron,
             lookback_days=_number("HATCH_LOOKBACK_DAYS", get("HATCH_LOOKBACK_DAYS"), defaults.lookback_days, int),
+            fresh_by=get("HATCH_FRESH_BY") or defaults.fresh_by,
             contact_history_date_column=get("HATCH_CONTACT_HISTORY_DATE_COLUMN"),
             conversation_items_date_column=get("HATCH_CONVERSATION_ITEMS_DATE_COLUMN"),
         )
@@ -150,6 +156,21 @@ class Settings:
                 f"HATCH_LOOKBACK_DAYS={self.lookback_days} is out of range; use 0 (yesterday only) up to "
                 f"{MAX_LOOKBACK_DAYS - 1} (the vendor serves {MAX_LOOKBACK_DAYS} days back)"
             )
+
+        try:
+            self.fresh_by_time  # noqa: B018 (parsing is the validation)
+        except ValueError:
+            raise SettingsError(
+                f"HATCH_FRESH_BY={self.fresh_by!r} is not a time of day; use HH:MM, e.g. {DEFAULT_FRESH_BY!r} "
+                "(in HATCH_TIMEZONE)"
+            ) from None
+
+    @property
+    def fresh_by_time(self) -> time:
+        """HATCH_FRESH_BY as a time of day: by then each table should hold yesterday (the freshness check)."""
+        if not re.fullmatch(r"\d{2}:\d{2}", self.fresh_by):
+            raise ValueError(f"{self.fresh_by!r} is not HH:MM")
+        return time.fromisoformat(self.fresh_by)
 
     @property
     def zone(self) -> ZoneInfo:

@@ -20,12 +20,19 @@ from typing import Any, Final, TypeVar
 from google.cloud import bigquery
 
 from hatch_pipeline import warehouse
-from hatch_pipeline.contract import DataSource, ExportWindow, contiguous_windows, range_violations
+from hatch_pipeline.contract import (
+    MAX_LOOKBACK_DAYS,
+    DataSource,
+    ExportWindow,
+    contiguous_windows,
+    earliest_allowed_day,
+    range_violations,
+)
 from hatch_pipeline.export_api.client import ExportedFile, ExportOutcome, HatchExportClient, NothingToSend
 from hatch_pipeline.export_api.errors import HatchExportError, InvalidExportRequest, SlotUnavailable
 from hatch_pipeline.export_api.ledger import Claim, Decide, RateLedger
 from hatch_pipeline.export_api.planner import Sent, SizeEvidence, export_days, plan_windows
-from hatch_pipeline.parsing import parse_export
+from hatch_pipeline.parsing import ParsedDay, parse_export
 from hatch_pipeline.schemas import LINEAGE_COLUMNS, SCHEMAS, column_dtypes
 from hatch_pipeline.storage import (
     ObjectStore,
@@ -51,6 +58,30 @@ class MissingUpstream(RuntimeError):
     """A stage was asked for days the stage before it has not stored yet."""
 
 
+class NothingToLand(HatchExportError):
+    """Every day of a range has nothing stored and is older than the vendor serves: no stage can produce a thing."""
+
+
+def lost_reason(today: date) -> str:
+    """Why a day with nothing stored, older than the vendor serves, cannot be landed, and what to do about it."""
+    earliest = earliest_allowed_day(today)
+    return (
+        f"nothing is stored for it and the vendor serves only the last {MAX_LOOKBACK_DAYS} days (today, {today}, "
+        f"from {earliest}), so it cannot be exported again and stays empty in every stage. Leave days before "
+        f"{earliest} that were never landed out of the ranges you launch"
+    )
+
+
+def lost_days(days: ExportWindow, stored: Iterable[date], today: date) -> list[date]:
+    """The range's days that nothing stored holds and the vendor no longer serves. Stages skip and report them, so
+    the rest of the range lands; when that is every day, NothingToLand says so instead."""
+    held = set(stored)
+    lost = [day for day in days.dates() if day < earliest_allowed_day(today) and day not in held]
+    if len(lost) == days.days:
+        raise NothingToLand(f"none of the days {days} can be landed: {lost_reason(today)}.")
+    return lost
+
+
 # --- raw ----------------------------------------------------------------------------------------------------------
 
 
@@ -70,6 +101,8 @@ class LandedWindow:
 class RawLanding:
     windows: tuple[LandedWindow, ...]
     """Every stored export that holds the run's days, in date order."""
+    lost: tuple[date, ...]
+    """Days of the run with nothing stored that the vendor no longer serves: not requested (see `lost_days`)."""
     exports: int
     """Requests that spent an export (413s included, retries of one window not)."""
     refusals: int
@@ -135,11 +168,16 @@ def land_raw(
     another sender is exporting is waited for (polling every `poll_seconds`), not exported again. The plan learns
     from every answer. Each ZIP is stored, unchanged, as soon as it arrives, then its manifest; a failure keeps
     what was stored. When the limits allow no further export soon, raises ExportsPaused naming what remains.
+    Days the vendor no longer serves are never requested: stored ones are reused (also on a refetch, which cannot
+    replace them), the others are returned as `lost`.
     """
     started = datetime.now(UTC)
     wanted = list(days.dates())
-    earlier = {} if refetch else newest_manifests(_raw_manifests(store, source), wanted)
-    todo = [day for day in wanted if day not in earlier]
+    stored = newest_manifests(_raw_manifests(store, source), wanted)
+    lost = lost_days(days, stored, today)
+    exportable = earliest_allowed_day(today)
+    earlier = {day: manifest for day, manifest in stored.items() if not refetch or day < exportable}
+    todo = [day for day in wanted if day not in earlier and day >= exportable]
     for window in contiguous_windows(todo):
         check_exportable(window, today)
     landed = [_reused(store, manifest) for manifest in sorted(set(earlier.values()))]
@@ -196,9 +234,10 @@ def land_raw(
                 source=source,
             )
         except SlotUnavailable as stop:
-            raise ExportsPaused(source, sorted(covered), [day for day in wanted if day not in covered], stop) from stop
+            raise ExportsPaused(source, sorted(covered), [day for day in todo if day not in covered], stop) from stop
     return RawLanding(
         windows=tuple(sorted(landed, key=lambda window: window.window)),
+        lost=tuple(lost),
         exports=run.requests,
         refusals=run.refusals,
         seconds=(datetime.now(UTC) - started).total_seconds(),
@@ -282,7 +321,8 @@ def _store_raw(store: ObjectStore, outcome: ExportOutcome) -> LandedWindow:
 
 @dataclass(frozen=True)
 class ParquetBuild:
-    rows_by_day: dict[date, int]
+    days: dict[date, dict[str, Any]]
+    """Each day's record in the manifest (see `_day_record`), in date order."""
     columns: tuple[str, ...]
     """Union of the columns of the range's files, in the order the parser writes them."""
     raw_files: tuple[str, ...]
@@ -293,6 +333,13 @@ class ParquetBuild:
     """Vendor-added columns that held non-text JSON values (name -> the type polars saw), stored as text."""
     manifest: str
     """gs:// URI of the manifest that published the range."""
+    lost: tuple[date, ...]
+    """Days with no stored export that the vendor no longer serves: published as lost, without rows or file."""
+
+    @property
+    def rows_by_day(self) -> dict[date, int]:
+        """Rows per day written, lost days left out (they have no file)."""
+        return {day: int(record["rows"]) for day, record in self.days.items() if not record.get("lost")}
 
 
 def build_parquet(
@@ -302,17 +349,20 @@ def build_parquet(
     store: ObjectStore,
     timezone: str,
     loaded_at: datetime,
+    today: date,
     date_column: str | None = None,
 ) -> ParquetBuild:
     """Parse the stored ZIPs that hold the range into one Parquet file per day (none for a day without rows).
 
     The files are uploaded in parallel under names unique to this build, then one manifest names them all: that
     write is what makes the range's new days visible, so a build that fails or is killed half-way publishes
-    nothing. Files the manifest supersedes are deleted afterwards.
+    nothing. Files the manifest supersedes are deleted afterwards. Days that can never be landed (`lost_days`,
+    as of `today`) are published as lost, so the BigQuery stage leaves them alone.
     """
     wanted = list(days.dates())
     newest = newest_manifests(_raw_manifests(store, source), wanted)
-    missing = [day for day in wanted if day not in newest]
+    lost = lost_days(days, newest, today)
+    missing = [day for day in wanted if day not in newest and day not in lost]
     if missing:
         raise MissingUpstream(
             f"hatch/raw/{source} has no stored export for {', '.join(str(w) for w in contiguous_windows(missing))} "
@@ -325,7 +375,9 @@ def build_parquet(
         by_zip[(documents[manifest]["zip"], manifest.window.start, manifest.window.end)].append(day)
 
     token = f"{loaded_at.astimezone(UTC):%Y%m%dT%H%M%S%fZ}-{secrets.token_hex(4)}"
-    published: dict[date, dict[str, Any]] = {}
+    published: dict[date, dict[str, Any]] = {
+        day: {**_day_record(None, None, ParsedDay(day, None, 0), ()), "lost": True} for day in lost
+    }
     columns: dict[str, None] = {}
     text_columns: dict[str, str] = {}
     raw_rows = 0
@@ -335,7 +387,7 @@ def build_parquet(
     with tempfile.TemporaryDirectory(prefix="hatch-parquet-") as workdir, ThreadPoolExecutor(_PARALLEL_CALLS) as pool:
         for index, ((key, start, end), wanted) in enumerate(sorted(by_zip.items(), key=lambda item: item[1][0])):
             if key is None:  # the vendor answered 204: these days have no rows
-                published |= {day: _day_record(None, 0, ()) for day in wanted}
+                published |= {day: _day_record(None, None, ParsedDay(day, None, 0), ()) for day in wanted}
                 continue
             # Keep the stored name, so a parse error names the object a user can find in the bucket.
             (Path(workdir) / str(index)).mkdir()
@@ -361,23 +413,42 @@ def build_parquet(
                 if parsed_day.path is not None:
                     file_key = parquet_file_key(source, parsed_day.day, token)
                     uploads.append(pool.submit(store.put_file, file_key, parsed_day.path, _PARQUET_TYPE))
-                published[parsed_day.day] = _day_record(file_key, parsed_day.rows, parsed.columns)
+                published[parsed_day.day] = _day_record(
+                    file_key, key, parsed_day, parsed.columns, parsed.vendor_columns
+                )
             zip_path.unlink()
         for upload in uploads:
             upload.result()  # the first failed upload fails the build before anything is published
     manifest_key = _publish_manifest(store, source, days, token, published)
     return ParquetBuild(
-        rows_by_day={day: record["rows"] for day, record in sorted(published.items())},
+        days=dict(sorted(published.items())),
         columns=tuple(columns),
         raw_files=tuple(raw_files),
         raw_rows=raw_rows,
         text_columns=text_columns,
         manifest=store.uri(manifest_key),
+        lost=tuple(lost),
     )
 
 
-def _day_record(file_key: str | None, rows: int, columns: Sequence[str]) -> dict[str, Any]:
-    return {"file": file_key, "rows": rows, "columns": list(columns) if rows else []}
+def _day_record(
+    file_key: str | None,
+    raw_zip: str | None,
+    parsed: ParsedDay,
+    columns: Sequence[str],
+    vendor_columns: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """A day's entry in the Parquet manifest: its file and columns, and what the checks reconcile it with (the ZIP
+    read, the rows read out of it, the columns it carried, the rows moved into the window)."""
+    return {
+        "file": file_key,
+        "rows": parsed.rows,
+        "columns": list(columns) if parsed.rows else [],
+        "raw_zip": raw_zip,
+        "vendor_columns": None if vendor_columns is None else list(vendor_columns),
+        "clamped_rows": parsed.clamped_rows,
+        "undated_rows": parsed.undated_rows,
+    }
 
 
 @dataclass(frozen=True, order=True)
@@ -448,13 +519,24 @@ def _in_parallel(call: Callable[[Any], _T], items: Sequence[Any]) -> Iterator[_T
         return iter(list(pool.map(call, items)))
 
 
-def published_days(store: ObjectStore, source: DataSource, days: ExportWindow) -> dict[date, dict[str, Any]]:
-    """What the Parquet stage published for each day: its file key (None without rows), rows and columns.
+def newest_raw_zips(
+    store: ObjectStore, source: DataSource, days: Iterable[date] | None = None
+) -> dict[date, str | None]:
+    """The key of each day's newest stored ZIP (None where the vendor answered 204), for the days of `days` (every
+    stored day when None) that have a stored export."""
+    manifests = _raw_manifests(store, source)
+    wanted = sorted({day for m in manifests for day in m.window.dates()} if days is None else set(days))
+    newest = newest_manifests(manifests, wanted)
+    readable = sorted(set(newest.values()))
+    documents = dict(zip(readable, _in_parallel(lambda m: _manifest_document(store, m), readable), strict=True))
+    return {day: documents[manifest].get("zip") for day, manifest in newest.items()}
 
-    One listing finds the newest manifest of each day; only those are read (one for a range built in one run).
-    """
-    newest = _newest_manifests(_manifests(store, source), days.dates())
-    missing = [day for day in days.dates() if day not in newest]
+
+def published_days(store: ObjectStore, source: DataSource, days: ExportWindow) -> dict[date, dict[str, Any]]:
+    """What the Parquet stage published for each day: its file key (None without rows), rows and columns (see
+    `_day_record`); fails naming the days nothing was published for."""
+    records = published_records(store, source, days.dates())
+    missing = [day for day in days.dates() if day not in records]
     if missing:
         upstream = f"hatch/parquet/{source}"
         raise MissingUpstream(
@@ -463,11 +545,24 @@ def published_days(store: ObjectStore, source: DataSource, days: ExportWindow) -
             + f" (no manifest under {store.uri(parquet_manifest_prefix(source))} covers it); materialize {upstream} "
             "for those days first"
         )
-    wanted = sorted(set(newest.values()))
-    documents = dict(zip(wanted, _in_parallel(lambda m: store.get_json(m.key), wanted), strict=True))
+    return records
+
+
+def published_records(
+    store: ObjectStore, source: DataSource, days: Iterable[date] | None = None
+) -> dict[date, dict[str, Any]]:
+    """The newest manifest's record of each of `days` (every day any manifest covers when None) that has one.
+
+    One listing finds the newest manifest of each day; only those are read (one for a range built in one run).
+    """
+    manifests = _manifests(store, source)
+    wanted = sorted({day for m in manifests for day in _dates(m)} if days is None else set(days))
+    newest = _newest_manifests(manifests, wanted)
+    readable = sorted(set(newest.values()))
+    documents = dict(zip(readable, _in_parallel(lambda m: store.get_json(m.key), readable), strict=True))
     if any(document is None for document in documents.values()):
         raise MissingUpstream(f"a manifest of hatch/parquet/{source} was replaced while it was read; run again")
-    return {day: (documents[newest[day]] or {})["days"][day.isoformat()] for day in days.dates()}
+    return {day: (documents[newest[day]] or {})["days"][day.isoformat()] for day in wanted if day in newest}
 
 
 # --- bigquery -----------------------------------------------------------------------------------------------------
@@ -476,12 +571,12 @@ def published_days(store: ObjectStore, source: DataSource, days: ExportWindow) -
 @dataclass(frozen=True)
 class BigQueryLoad:
     table: str
-    expected_rows_by_day: dict[date, int]
-    """What the Parquet stage recorded: the reconciliation target."""
     rows_by_day: dict[date, int]
-    """What the table holds for those days after the load."""
+    """What the table holds for those days as the load committed them (the checks count again on their own)."""
     added_columns: tuple[str, ...]
     jobs: int
+    lost: tuple[date, ...]
+    """Days the Parquet stage published as lost: left as the table holds them (see `lost_days`)."""
 
 
 def table_spec(source: DataSource, project: str, dataset: str) -> warehouse.TableSpec:
@@ -500,8 +595,16 @@ def load_bigquery(
     location: str,
     run_id: str,
 ) -> BigQueryLoad:
-    """Replace exactly the range's days in the day-partitioned table with the stored Parquet, in one transaction."""
-    records = published_days(store, source, days)
+    """Replace exactly the range's days in the day-partitioned table with the stored Parquet, in one transaction.
+    Days the Parquet stage published as lost are not touched."""
+    published = published_days(store, source, days)
+    lost = tuple(day for day, record in published.items() if record.get("lost"))
+    records = {day: record for day, record in published.items() if day not in lost}
+    if not records:
+        raise NothingToLand(
+            f"none of the days {days} can be loaded: hatch/parquet/{source} published them all as lost (nothing "
+            "stored, older than the vendor serves)"
+        )
     # Files of one column set load together (the emulator maps Parquet columns by position, BigQuery by name).
     files_by_columns: dict[tuple[str, ...], list[str]] = defaultdict(list)
     for record in records.values():
@@ -523,10 +626,10 @@ def load_bigquery(
     warehouse.ensure_latest_view(client, spec, id_column=SCHEMAS[source].natural_id)
     return BigQueryLoad(
         table=f"{spec.project}.{spec.dataset}.{spec.table}",
-        expected_rows_by_day={day: int(record["rows"]) for day, record in records.items()},
         rows_by_day={day: result.rows_by_day.get(day, 0) for day in records},
         added_columns=tuple(added),
         jobs=result.jobs,
+        lost=lost,
     )
 
 

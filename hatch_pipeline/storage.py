@@ -11,8 +11,10 @@ Layout under `gs://BUCKET/PREFIX/`:
                                        under parquet/S/, so an external table over it reads only data)
   manifests/parquet/S/<stamp>_<A>_<B>.json
                                        what one Parquet build published for days A..B: each day's file, rows and
-                                       columns. Written after the files, so it is what makes them visible; for each
-                                       day the newest manifest (by stamp, which sorts by time) is the truth
+                                       columns, and what the checks reconcile it with: the raw ZIP it was read from,
+                                       the columns the vendor sent, the rows moved into the export's window. Written
+                                       after the files, so it is what makes them visible; for each day the newest
+                                       manifest (by stamp, which sorts by time) is the truth
 """
 
 from __future__ import annotations
@@ -20,15 +22,19 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import IO, Any, Final
 
 from google.api_core.exceptions import NotFound, PreconditionFailed
 from google.cloud import storage
 
 from hatch_pipeline.contract import ExportWindow
+
+_READ_CHUNK_BYTES: Final = 64 * 1024
+"""Bytes per ranged download of `ObjectStore.reader`: a Parquet footer fits in one or two."""
 
 
 class ObjectStore:
@@ -68,6 +74,16 @@ class ObjectStore:
             destination.unlink(missing_ok=True)
             raise FileNotFoundError(f"{self.uri(key)} does not exist") from None
         return destination
+
+    @contextlib.contextmanager
+    def reader(self, key: str) -> Iterator[IO[bytes]]:
+        """A seekable file object over `key` that downloads only the ranges read, in small requests: reading a
+        Parquet footer costs a few kilobytes, not the file. FileNotFoundError when `key` does not exist."""
+        try:
+            with self._bucket.blob(self._name(key)).open("rb", chunk_size=_READ_CHUNK_BYTES) as reader:
+                yield reader
+        except NotFound:
+            raise FileNotFoundError(f"{self.uri(key)} does not exist") from None
 
     def delete(self, key: str) -> None:
         with contextlib.suppress(NotFound):

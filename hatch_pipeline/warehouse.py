@@ -20,7 +20,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Final
 
 import polars as pl
-from google.api_core.exceptions import Conflict, GoogleAPICallError
+from google.api_core.exceptions import Conflict, Forbidden, GoogleAPICallError, NotFound
 from google.cloud import bigquery
 
 PARTITION_COLUMN: Final = "_export_date"
@@ -193,11 +193,26 @@ def column_name_problem(name: str) -> str | None:
 
 
 def ensure_dataset(client: bigquery.Client, project: str, dataset: str, location: str) -> None:
-    """Create the dataset if it is missing; refuse one that lives elsewhere (jobs could not span both locations)."""
+    """Look the dataset up and create it only when it is missing; refuse one that lives elsewhere (jobs could not
+    span both locations).
+
+    Looking up first keeps the needed rights dataset-level: creating (even with exists_ok) asks for
+    bigquery.datasets.create on the project, which a least-privilege deployment does not grant.
+    """
     _check_project_and_dataset(project, dataset)
-    wanted = bigquery.Dataset(f"{project}.{dataset}")
-    wanted.location = location
-    existing = client.create_dataset(wanted, exists_ok=True)
+    try:
+        existing = client.get_dataset(f"{project}.{dataset}")
+    except NotFound:
+        wanted = bigquery.Dataset(f"{project}.{dataset}")
+        wanted.location = location
+        try:
+            existing = client.create_dataset(wanted, exists_ok=True)
+        except Forbidden as error:
+            raise WarehouseError(
+                f"dataset {project}.{dataset} does not exist and these credentials may not create it "
+                f"({error.message}); create it in location {location} "
+                f"(bq mk --location={location} {project}:{dataset}) or grant bigquery.datasets.create on the project"
+            ) from None
     if existing.location and existing.location.upper() != location.upper():
         raise WarehouseError(
             f"dataset {project}.{dataset} already exists in location {existing.location}, not {location}; "
@@ -304,11 +319,61 @@ def replace_days(
     return ReplaceResult(rows_loaded=sum(staged.values()), rows_by_day=_per_day(committed, replaced), job_ids=jobs.ids)
 
 
-def rows_by_day(client: bigquery.Client, spec: TableSpec, days: Sequence[date]) -> dict[date, int]:
-    """Rows the table holds for each of `days` (zero for empty days), from one GROUP BY query."""
-    parameter = bigquery.ArrayQueryParameter("days", "DATE", list(days))
-    in_days = f"{spec.partition_column} IN UNNEST(@days)"
-    return _per_day(_count_rows_by_day(_run_query(client, _count_by_day_sql(spec, in_days), [parameter])), days)
+def rows_by_day(client: bigquery.Client, spec: TableSpec, days: Sequence[date] | None = None) -> dict[date, int]:
+    """Rows the table holds for each of `days` (zero for empty days), from one GROUP BY query; with `days` None,
+    for every day it holds rows for. A table that does not exist holds none."""
+    where, parameters = _days_filter(spec, days)
+    try:
+        counts = _count_rows_by_day(_run_query(client, _count_by_day_sql(spec, where), parameters))
+    except NotFound:
+        counts = {}
+    if days is None:
+        return dict(sorted((day, rows) for day, rows in counts.items() if day is not None))
+    return _per_day(counts, days)
+
+
+@dataclass(frozen=True)
+class IdCounts:
+    """One day's rows against its distinct natural ids."""
+
+    rows: int
+    distinct_ids: int
+    null_ids: int
+
+    @property
+    def duplicates(self) -> int:
+        """Rows beyond the first of their id (rows without an id not counted)."""
+        return self.rows - self.null_ids - self.distinct_ids
+
+
+def days_with_repeated_ids(
+    client: bigquery.Client, spec: TableSpec, id_column: str, days: Sequence[date] | None = None
+) -> dict[date, IdCounts]:
+    """The days (of `days`, or of the whole table) holding an id on more than one row, or rows without an id, from
+    one GROUP BY query; nothing for a table that does not exist."""
+    _check_name(id_column)
+    where, parameters = _days_filter(spec, days)
+    sql = (
+        f"SELECT {spec.partition_column} AS day, COUNT(*) AS row_count, COUNT(DISTINCT {id_column}) AS ids, "
+        f"COUNTIF({id_column} IS NULL) AS null_ids FROM {spec.fqn} WHERE {where} GROUP BY day "
+        f"HAVING COUNT(*) > COUNT(DISTINCT {id_column})"
+    )
+    try:
+        rows = _run_query(client, sql, parameters)
+    except NotFound:
+        return {}
+    return {
+        row["day"]: IdCounts(rows=row["row_count"], distinct_ids=row["ids"], null_ids=row["null_ids"])
+        for row in rows
+        if row["day"] is not None
+    }
+
+
+def _days_filter(spec: TableSpec, days: Sequence[date] | None) -> tuple[str, list[bigquery.ArrayQueryParameter]]:
+    """A WHERE condition on the partition column for `days` (every day when None), and its query parameters."""
+    if days is None:
+        return "TRUE", []
+    return f"{spec.partition_column} IN UNNEST(@days)", [bigquery.ArrayQueryParameter("days", "DATE", list(days))]
 
 
 def ensure_latest_view(

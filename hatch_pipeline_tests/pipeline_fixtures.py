@@ -25,6 +25,7 @@ from google.cloud.storage import Client as StorageClient
 from hatch_pipeline.contract import DataSource, ExportWindow, OutputFormat, parse_day
 from hatch_pipeline.defs.assets import bigquery_key, build_source_assets, parquet_key, raw_key
 from hatch_pipeline.defs.automation import daily_partitions, range_tags
+from hatch_pipeline.defs.checks import build_source_checks
 from hatch_pipeline.defs.resources import HatchExportResource, HatchStorageResource
 from hatch_pipeline.local.demo import PROJECT_ROOT
 from hatch_pipeline.local.resources import EmulatorBigQueryResource
@@ -81,7 +82,7 @@ class Pipeline:
         self,
         start: date,
         end: date,
-        keys: Sequence[dg.AssetKey] | None = None,
+        keys: Sequence[dg.AssetKey] | dg.AssetSelection | None = None,
         *,
         raise_on_error: bool = True,
         settings: Settings = DEFAULT_SETTINGS,
@@ -89,9 +90,14 @@ class Pipeline:
         instance: dg.DagsterInstance | None = None,
     ) -> dg.ExecuteInProcessResult:
         partitions = daily_partitions(settings)
-        assets = [asset for source in SOURCES for asset in build_source_assets(source, partitions)]
+        assets = [
+            asset
+            for source in SOURCES
+            for asset in build_source_assets(source, partitions, date_column=settings.date_column(source))
+        ]
+        checks = [check for source in SOURCES for check in build_source_checks(source, settings)]
         return dg.materialize(
-            assets,
+            [*assets, *checks],
             selection=keys,
             resources=self.resources(),
             tags={**range_tags(ExportWindow(start, end)), **(tags or {})},

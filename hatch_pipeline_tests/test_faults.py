@@ -159,7 +159,14 @@ def test_a_parquet_build_killed_half_way_publishes_no_day(pipeline: Pipeline) ->
     published = published_days(store, SOURCE, days)
 
     with pytest.raises(KeyboardInterrupt):
-        build_parquet(SOURCE, days, store=_KilledStore(store, uploads=2), timezone="UTC", loaded_at=datetime.now(UTC))
+        build_parquet(
+            SOURCE,
+            days,
+            store=_KilledStore(store, uploads=2),
+            timezone="UTC",
+            loaded_at=datetime.now(UTC),
+            today=YESTERDAY + timedelta(days=1),
+        )
 
     assert published_days(store, SOURCE, days) == published
     pipeline.materialize(start, YESTERDAY, keys[2:])

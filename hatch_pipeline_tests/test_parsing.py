@@ -303,6 +303,8 @@ def test_a_documented_column_missing_from_the_file_is_present_and_null(tmp_path:
         assert list(schema)[: len(SCHEMAS["contact_history"].columns)] == list(SCHEMAS["contact_history"].columns)
         assert schema["sales_value"] == pl.Float64
     assert read_all(parsed)["sales_value"].null_count() == 2
+    assert "sales_value" not in parsed.vendor_columns
+    assert set(parsed.vendor_columns) == set(SCHEMAS["contact_history"].columns) - {"sales_value"}
 
 
 @pytest.mark.parametrize(
@@ -348,6 +350,8 @@ def test_rows_outside_the_window_or_undated_land_on_its_nearest_edge(tmp_path: P
         "null": date(2026, 11, 21),
         "missing": date(2026, 11, 21),
     }
+    # Counted per day, so the rows_inside_export_window check can name them.
+    assert [(day.clamped_rows, day.undated_rows) for day in parsed.days] == [(1, 0), (0, 0), (1, 2)]
 
 
 def test_a_one_day_export_keeps_every_row_on_its_day(tmp_path: Path) -> None:
@@ -358,6 +362,7 @@ def test_a_one_day_export_keeps_every_row_on_its_day(tmp_path: Path) -> None:
 
     assert [(day.day, day.rows) for day in parsed.days] == [(date(2026, 11, 20), 3)]
     assert set(read_all(parsed)["_export_date"]) == {date(2026, 11, 20)}
+    assert [(day.clamped_rows, day.undated_rows) for day in parsed.days] == [(2, 1)]
 
 
 def test_the_caller_can_choose_another_documented_timestamp_as_the_date_column(tmp_path: Path) -> None:

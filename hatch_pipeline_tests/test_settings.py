@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import time
+
 import pytest
 
 from hatch_pipeline.settings import DEFAULT_API_BASE_URL, Settings, SettingsError
@@ -19,6 +21,7 @@ def test_defaults_match_the_documented_contract() -> None:
     assert (settings.gcs_prefix, settings.bq_dataset, settings.bq_location) == ("hatch", "hatch", "US")
     assert settings.gcs_bucket is None and settings.bq_project is None
     assert (settings.schedule_cron, settings.lookback_days) == ("0 6 * * *", 2)
+    assert settings.fresh_by_time == time(9, 0)
 
 
 def test_values_are_read_and_typed() -> None:
@@ -63,6 +66,8 @@ def test_each_source_can_assign_rows_to_days_by_another_timestamp() -> None:
         ("HATCH_LOOKBACK_DAYS", "-1", "HATCH_LOOKBACK_DAYS=-1 is out of range; use 0 (yesterday only) up to 179"),
         ("HATCH_LOOKBACK_DAYS", "180", "HATCH_LOOKBACK_DAYS=180 is out of range"),
         ("HATCH_LOOKBACK_DAYS", "two", "HATCH_LOOKBACK_DAYS='two' is not a int"),
+        ("HATCH_FRESH_BY", "9am", "HATCH_FRESH_BY='9am' is not a time of day; use HH:MM, e.g. '09:00'"),
+        ("HATCH_FRESH_BY", "25:00", "HATCH_FRESH_BY='25:00' is not a time of day"),
         (
             "HATCH_CONVERSATION_ITEMS_DATE_COLUMN",
             "body",

@@ -10,7 +10,10 @@ from typing import Any
 
 import polars as pl
 import pytest
+import requests
+from google.api_core.client_options import ClientOptions
 from google.api_core.exceptions import GoogleAPICallError
+from google.auth.credentials import AnonymousCredentials
 from google.cloud import bigquery
 from google.cloud.storage import Bucket
 
@@ -151,6 +154,29 @@ def test_ensure_dataset_and_table_are_idempotent(bq_client: bigquery.Client, loc
     assert table_names(bq_client, spec) == {"contact_history"}
     assert [field.name for field in bq_client.get_table(spec.table_id).schema] == list(COLUMNS)
     bq_client.delete_dataset(f"{spec.project}.{spec.dataset}", delete_contents=True)
+
+
+def test_an_existing_dataset_is_looked_up_never_created(bq_client: bigquery.Client, local_gcp: LocalGcp) -> None:
+    """Least privilege: with dataset-level roles a create call is refused (403) even for a dataset that exists, so
+    an existing dataset must cost a lookup only. The requests the official client sends are recorded on its
+    session (the emulator grants everything, so a refused create cannot be shown; the absence of the call can)."""
+    name = "hatch_least_privilege"
+    bq_client.create_dataset(bigquery.Dataset(f"{local_gcp.project}.{name}"))
+    sent: list[tuple[str, str]] = []
+    session = requests.Session()
+    session.hooks["response"].append(lambda response, **_: sent.append((response.request.method, response.url)))
+    recording = bigquery.Client(
+        project=local_gcp.project,
+        location=local_gcp.location,
+        credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
+        client_options=ClientOptions(api_endpoint=local_gcp.bigquery_endpoint),
+        _http=session,
+    )
+
+    ensure_dataset(recording, local_gcp.project, name, local_gcp.location)
+
+    assert [method for method, url in sent if "/datasets" in url] == ["GET"]
+    bq_client.delete_dataset(f"{local_gcp.project}.{name}")
 
 
 def test_table_is_partitioned_on_export_date_and_clustered_on_the_natural_id(

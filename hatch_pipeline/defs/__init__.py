@@ -1,4 +1,4 @@
-"""The Dagster shell: assets, checks, schedules and resources that wire the plain-Python core together."""
+"""The Dagster shell: assets, checks, schedules, sensors and resources that wire the plain-Python core together."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import dagster as dg
 from hatch_pipeline.contract import DATA_SOURCES
 from hatch_pipeline.defs.assets import build_source_assets
 from hatch_pipeline.defs.automation import daily_job, daily_partitions, daily_schedule
+from hatch_pipeline.defs.checks import build_source_checks, checks_job, checks_schedule
+from hatch_pipeline.defs.sensors import catch_up_sensor
 from hatch_pipeline.settings import Settings
 
 
@@ -18,13 +20,16 @@ def build_definitions(settings: Settings, resources: Mapping[str, Any]) -> dg.De
     deployments, local stand-ins in the demo and the tests)."""
     partitions = daily_partitions(settings)
     job = daily_job()
+    audit = checks_job()
     return dg.Definitions(
         assets=[
             asset
             for source in DATA_SOURCES
             for asset in build_source_assets(source, partitions, date_column=settings.date_column(source))
         ],
-        jobs=[job],
-        schedules=[daily_schedule(settings, job)],
+        asset_checks=[check for source in DATA_SOURCES for check in build_source_checks(source, settings)],
+        jobs=[job, audit],
+        schedules=[daily_schedule(settings, job), checks_schedule(settings, audit)],
+        sensors=[catch_up_sensor(settings, job, partitions)],
         resources=dict(resources),
     )

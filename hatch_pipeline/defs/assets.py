@@ -5,28 +5,25 @@ whose raw step spends as few exports as the limits allow. The assets only wire t
 Dagster's resources and report what happened as metadata.
 """
 
-from collections.abc import Iterator, Sequence
-from datetime import UTC, date, datetime, timedelta
-from typing import Final
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, date, datetime
+from typing import Any, Final
 from zoneinfo import ZoneInfo
 
 import dagster as dg
 from dagster import AssetExecutionContext
 from pydantic import Field
 
-from hatch_pipeline.contract import DataSource, ExportWindow
-from hatch_pipeline.defs.checks import ROWS_MATCH_PARQUET, reconcile_rows
+from hatch_pipeline.contract import DataSource, ExportWindow, contiguous_windows
 from hatch_pipeline.defs.resources import HatchBigQueryResource, HatchExportResource, HatchStorageResource
 from hatch_pipeline.schemas import SCHEMAS
-from hatch_pipeline.stages import ExportsPaused, build_parquet, land_raw, load_bigquery, table_spec
+from hatch_pipeline.stages import ExportsPaused, build_parquet, land_raw, load_bigquery, lost_reason, table_spec
 
 API_POOL: Final = "hatch_export_api"
 """Steps that call the vendor API share this pool; its limit of one (dagster.yaml) keeps them in single file."""
 
 GROUP: Final = "hatch"
 OWNERS: Final = ["team:data-engineering"]
-FRESH_BY_HOUR: Final = 9
-"""Hour (HATCH_TIMEZONE) by which each table should hold yesterday; the daily schedule runs at 06:00 by default."""
 
 
 def raw_key(source: DataSource) -> dg.AssetKey:
@@ -95,8 +92,32 @@ def run_days(context: AssetExecutionContext) -> ExportWindow:
     return ExportWindow(date.fromisoformat(keys[0]), date.fromisoformat(keys[-1]))
 
 
-def daily_metadata(rows_by_day: dict[date, int]) -> dg.MetadataValue:
-    return dg.MetadataValue.json({day.isoformat(): rows for day, rows in rows_by_day.items()})
+def add_day_metadata(context: AssetExecutionContext, metadata_by_day: Mapping[date, Mapping[str, Any]]) -> None:
+    """Give each partition of the run its own day's metadata. In a range run, Dagster copies a MaterializeResult's
+    metadata to every partition; metadata added per partition key is merged into that partition's one
+    materialization instead (overriding names the result uses too), so the UI shows each day's own counts."""
+    for day, metadata in metadata_by_day.items():
+        context.add_asset_metadata(dict(metadata), partition_key=day.isoformat())
+
+
+def hatch_today(timezone: str) -> date:
+    """Today in Hatch's day boundary (HATCH_TIMEZONE): it decides which days the vendor still serves."""
+    return datetime.now(ZoneInfo(timezone)).date()
+
+
+def report_lost(
+    context: AssetExecutionContext, source: DataSource, lost: Sequence[date], today: date, doing: str
+) -> dict[str, dg.MetadataValue]:
+    """Say which days of the run cannot be landed (`stages.lost_days`): one warning for the run, the reason on
+    each of those partitions, and the range's metadata entry. The rest of the range lands."""
+    if not lost:
+        return {}
+    reason = lost_reason(today)
+    windows = [str(window) for window in contiguous_windows(lost)]
+    context.log.warning(f"{source}: {len(lost)} day(s) {doing} ({', '.join(windows)}): {reason}.")
+    for day in lost:
+        context.add_asset_metadata({"lost": reason}, partition_key=day.isoformat())
+    return {"days_lost": dg.MetadataValue.json(windows)}
 
 
 def build_source_assets(
@@ -114,7 +135,9 @@ def build_source_assets(
         description=(
             f"{source} exports from the Hatch Bulk Export API, stored unchanged as ZIPs in GCS. A run exports only "
             "the days of its range that have no stored export, in as few exports as the vendor's limits allow; "
-            f"stored days are reused. Refetch with run config refetch: true or the run tag {REFETCH_TAG}=true."
+            f"stored days are reused. Refetch with run config refetch: true or the run tag {REFETCH_TAG}=true. "
+            "Days older than the vendor serves (180 days) are never requested: without a stored export they are "
+            "reported as lost on their partitions (metadata `lost`) and the rest of the range lands."
         ),
         group_name=GROUP,
         partitions_def=partitions_def,
@@ -128,6 +151,7 @@ def build_source_assets(
         hatch_storage: HatchStorageResource,
     ) -> Iterator[dg.MaterializeResult | dg.AssetMaterialization]:
         days = run_days(context)
+        today = hatch_today(timezone)
         refetch = config.refetch or context.run.tags.get(REFETCH_TAG, "").strip().lower() == "true"
         with hatch_api.client(timezone, log=context.log) as client:
             try:
@@ -138,7 +162,7 @@ def build_source_assets(
                     ledger=hatch_api.ledger(),
                     store=hatch_storage.store(),
                     max_payload_bytes=hatch_api.max_payload_bytes,
-                    today=datetime.now(ZoneInfo(timezone)).date(),
+                    today=today,
                     refetch=refetch,
                     progress=context.log.info,
                 )
@@ -170,6 +194,7 @@ def build_source_assets(
                 "refetch": refetch,
                 "how_to_refetch": REFETCH_HELP,
                 "seconds": round(landing.seconds, 1),
+                **report_lost(context, source, landing.lost, today, "are not exported"),
             }
         )
 
@@ -188,24 +213,41 @@ def build_source_assets(
         owners=OWNERS,
     )
     def parquet(context: AssetExecutionContext, hatch_storage: HatchStorageResource) -> dg.MaterializeResult:
+        days = run_days(context)
+        store = hatch_storage.store()
+        today = hatch_today(timezone)
         build = build_parquet(
             source,
-            run_days(context),
-            store=hatch_storage.store(),
+            days,
+            store=store,
             timezone=timezone,
             loaded_at=datetime.now(UTC),
+            today=today,
             date_column=day_column,
+        )
+        add_day_metadata(
+            context,
+            {
+                day: {
+                    "rows": record["rows"],
+                    "rows_dated_outside_window": record["clamped_rows"],
+                    "rows_undated": record["undated_rows"],
+                    "file": store.uri(record["file"]) if record["file"] else None,
+                }
+                for day, record in build.days.items()
+            },
         )
         return dg.MaterializeResult(
             metadata={
-                "rows": sum(build.rows_by_day.values()),
-                "rows_by_day": daily_metadata(build.rows_by_day),
+                "range": str(days),
+                "range_rows": sum(build.rows_by_day.values()),
                 "raw_rows_read": build.raw_rows,
                 "raw_zips_read": dg.MetadataValue.json(list(build.raw_files)),
                 "columns": dg.MetadataValue.json(list(build.columns)),
                 # Vendor columns whose JSON values were numbers, booleans or objects: stored as text regardless.
                 "vendor_columns_kept_as_text": dg.MetadataValue.json(build.text_columns),
                 "manifest": build.manifest,
+                **report_lost(context, source, build.lost, today, "have no Parquet"),
             }
         )
 
@@ -218,13 +260,6 @@ def build_source_assets(
             f"{SCHEMAS[source].natural_id}; a run replaces exactly its days in one transaction. The view "
             f"{source}_latest keeps the newest row per {SCHEMAS[source].natural_id}."
         ),
-        check_specs=[dg.AssetCheckSpec(ROWS_MATCH_PARQUET, asset=bigquery_key(source))],
-        # The daily run starts at 06:00; by 09:00 yesterday's rows should be in the table, else the UI says so.
-        freshness_policy=dg.FreshnessPolicy.cron(
-            deadline_cron=f"0 {FRESH_BY_HOUR} * * *",
-            lower_bound_delta=timedelta(hours=24),
-            timezone=timezone,
-        ),
         group_name=GROUP,
         partitions_def=partitions_def,
         backfill_policy=dg.BackfillPolicy.single_run(),
@@ -234,25 +269,27 @@ def build_source_assets(
         context: AssetExecutionContext, hatch_bigquery: HatchBigQueryResource, hatch_storage: HatchStorageResource
     ) -> dg.MaterializeResult:
         spec = table_spec(source, hatch_bigquery.project or "", hatch_bigquery.dataset)
+        days = run_days(context)
         with hatch_bigquery.get_client() as client:
             load = load_bigquery(
                 source,
-                run_days(context),
+                days,
                 store=hatch_storage.store(),
                 client=client,
                 spec=spec,
                 location=hatch_bigquery.location or "US",
                 run_id=context.run.run_id,
             )
+        add_day_metadata(context, {day: {"rows": rows} for day, rows in load.rows_by_day.items()})
         return dg.MaterializeResult(
             metadata={
                 "table": load.table,
-                "rows": sum(load.rows_by_day.values()),
-                "rows_by_day": daily_metadata(load.rows_by_day),
+                "range": str(days),
+                "range_rows": sum(load.rows_by_day.values()),
                 "added_columns": dg.MetadataValue.json(list(load.added_columns)),
                 "bigquery_jobs": load.jobs,
-            },
-            check_results=[reconcile_rows(load.expected_rows_by_day, load.rows_by_day)],
+                **report_lost(context, source, load.lost, hatch_today(timezone), "are left as the table holds them"),
+            }
         )
 
     return [raw, parquet, bigquery]

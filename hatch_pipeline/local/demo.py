@@ -9,6 +9,7 @@ Everything lives in `.hatch_demo/` and starts afresh each time (the BigQuery emu
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -56,7 +57,7 @@ class DemoServices:
 
 
 @contextmanager
-def demo_services(home: Path, *, new_columns_from: date | None = None) -> Iterator[DemoServices]:
+def demo_services(home: Path, *, first_partition: date, new_columns_from: date | None = None) -> Iterator[DemoServices]:
     """Start the sandbox API, both emulators and the demo's bucket afresh in `home`, with a DAGSTER_HOME holding
     the project's dagster.yaml; stop them when the block ends."""
     shutil.rmtree(home, ignore_errors=True)
@@ -84,10 +85,12 @@ def demo_services(home: Path, *, new_columns_from: date | None = None) -> Iterat
             "HATCH_TIMEZONE": "UTC",
             "HATCH_GCS_BUCKET": DEMO_BUCKET,
             "HATCH_BQ_PROJECT": DEMO_PROJECT,
+            # The demo's partitions are the days it lands, so the catch-up sensor finds nothing missing.
+            "HATCH_FIRST_PARTITION": first_partition.isoformat(),
             "STORAGE_EMULATOR_HOST": gcs_endpoint,
             "BIGQUERY_EMULATOR_HOST": bq_endpoint,
         }
-        for name in ("HATCH_FIRST_PARTITION", "HATCH_GCS_PREFIX", "HATCH_BQ_DATASET", "HATCH_OUTPUT_FORMAT"):
+        for name in ("HATCH_GCS_PREFIX", "HATCH_BQ_DATASET", "HATCH_OUTPUT_FORMAT"):
             env.pop(name, None)
         yield DemoServices(home, dagster_home, env, sandbox, bq_endpoint)
 
@@ -102,14 +105,15 @@ def run_demo(*, ui_port: int, days: int, serve_ui: bool) -> int:
     first, yesterday = recent_days(days)
     print("Starting the sandbox API and the GCS and BigQuery emulators on 127.0.0.1 ...", flush=True)
     # The vendor rolls out new contact_history columns during the demo's range: the table gains them.
-    with demo_services(Path.cwd() / ".hatch_demo", new_columns_from=yesterday - timedelta(days=2)) as demo:
+    new_columns_from = yesterday - timedelta(days=2)
+    with demo_services(Path.cwd() / ".hatch_demo", first_partition=first, new_columns_from=new_columns_from) as demo:
         print(f"Materializing group hatch for {first}..{yesterday} as one range run ...", flush=True)
-        materialized = subprocess.run(
-            materialize_command(first, yesterday), env=demo.env, cwd=demo.dagster_home, check=False
-        )
-        if materialized.returncode != 0:
-            print("The demo run failed; its logs are above.", file=sys.stderr)
-            return materialized.returncode
+        run_log = demo.home / "materialize.log"
+        command = materialize_command(first, yesterday)
+        returncode = run_reporting_progress(command, demo.env, demo.dagster_home, run_log)
+        if returncode != 0:
+            print(f"The demo run failed; its last lines are above, the whole log is {run_log}.", file=sys.stderr)
+            return returncode
         _report(first, yesterday, demo.sandbox.access_log, demo.bq_endpoint, demo.home)
         if not serve_ui:
             return 0
@@ -118,6 +122,33 @@ def run_demo(*, ui_port: int, days: int, serve_ui: bool) -> int:
             return subprocess.call(dagster_dev_command("127.0.0.1", ui_port), env=demo.env, cwd=demo.dagster_home)
         except KeyboardInterrupt:
             return 0
+
+
+_PROGRESS_LINE: Final = re.compile(
+    r" - dagster - (?P<level>INFO|WARNING|ERROR|CRITICAL) - \S+ - [0-9a-f-]{36} - (?P<step>\S+) - (?P<message>.*)"
+)
+"""A line of Dagster's console log that a step wrote at INFO or above (the stage's own progress messages);
+Dagster's DEBUG events (hundreds per run) only go to the log file."""
+
+
+def run_reporting_progress(command: Sequence[str], env: Mapping[str, str], cwd: Path, log_path: Path) -> int:
+    """Run `command`, keeping its whole output in `log_path` and printing only the steps' progress lines, so the
+    terminal shows a short report. On failure the log's last lines are printed too."""
+    with (
+        log_path.open("w") as log,
+        subprocess.Popen(
+            command, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        ) as process,
+    ):
+        assert process.stdout is not None
+        for line in process.stdout:
+            log.write(line)
+            progress = _PROGRESS_LINE.search(line)
+            if progress and progress["step"] != "-":
+                print(f"  {progress['step']}: {progress['message']}", flush=True)
+    if process.returncode != 0:
+        print("".join(log_path.read_text().splitlines(keepends=True)[-40:]), file=sys.stderr)
+    return process.returncode
 
 
 def materialize_command(first: date, last: date, select: str = "group:hatch") -> list[str]:

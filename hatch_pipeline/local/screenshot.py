@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Final
 
 from hatch_pipeline.local.dagster_dev import running_dagster
-from hatch_pipeline.local.demo import demo_services, materialize_command, recent_days
+from hatch_pipeline.local.demo import demo_services, materialize_command, recent_days, run_reporting_progress
 
 WINDOW_SIZE: Final = "1600,1000"
 RENDER_BUDGET_MILLISECONDS: Final = 20_000
@@ -42,19 +42,17 @@ def take_screenshot(output: Path, *, days: int) -> int:
         print(CHROMIUM_MISSING, file=sys.stderr)
         return 2
     first, last = recent_days(days)
-    with tempfile.TemporaryDirectory(prefix="hatch-screenshot-") as folder, demo_services(Path(folder)) as demo:
+    with (
+        tempfile.TemporaryDirectory(prefix="hatch-screenshot-") as folder,
+        demo_services(Path(folder), first_partition=first) as demo,
+    ):
         print(f"Landing {first}..{last} in the demo's stand-ins ...", flush=True)
-        landed = subprocess.run(
-            materialize_command(first, last),
-            env=demo.env,
-            cwd=demo.dagster_home,
-            capture_output=True,
-            text=True,
-            check=False,
+        returncode = run_reporting_progress(
+            materialize_command(first, last), demo.env, demo.dagster_home, demo.home / "materialize.log"
         )
-        if landed.returncode != 0:
-            print(f"The run failed; its output ends with:\n{landed.stderr[-_OUTPUT_TAIL_CHARS:]}", file=sys.stderr)
-            return landed.returncode
+        if returncode != 0:
+            print("The run failed; its last lines are above.", file=sys.stderr)
+            return returncode
         print("Serving the Dagster UI and taking the picture ...", flush=True)
         with running_dagster(demo.env, demo.dagster_home) as webserver:
             webserver.graphql("mutation { setNuxSeen }")

@@ -18,6 +18,10 @@ def test_the_demo_lands_both_sources_and_reports_them(tmp_path: Path) -> None:
 
     assert finished.returncode == 0, finished.stderr[-3000:]
     assert "Landed" in finished.stdout and "with 2 export request(s)" in finished.stdout
+    # A short progress report, not Dagster's hundreds of debug events (those go to .hatch_demo/materialize.log).
+    assert "exported, stored gs://hatch-demo/" in finished.stdout
+    assert len(finished.stdout.splitlines()) < 30, finished.stdout
+    assert "STEP_START" in (tmp_path / ".hatch_demo" / "materialize.log").read_text()
     for source in ("contact_history", "conversation_items"):
         match = re.search(rf"hatch-demo\.hatch\.{source}: ([\d,]+) rows over 2 days", finished.stdout)
         assert match is not None, finished.stdout

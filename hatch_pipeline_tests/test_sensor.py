@@ -1,0 +1,142 @@
+"""The catch-up sensor evaluated against a real Dagster instance whose days were landed by real runs (sandbox API,
+GCS and BigQuery emulators), and the run it requests executed as the daemon would launch it. Days are counted
+back from the real yesterday: the sandbox serves days relative to the real date."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from datetime import date, timedelta
+
+import dagster as dg
+import pytest
+
+from hatch_pipeline.contract import ExportWindow
+from hatch_pipeline.defs import build_definitions
+from hatch_pipeline.defs.assets import source_keys
+from hatch_pipeline.defs.automation import DAILY_JOB_NAME, SCHEDULE_NAME, range_tags
+from hatch_pipeline.defs.resources import pipeline_resources
+from hatch_pipeline.defs.sensors import INTERVAL_SECONDS, RUN_KEY_TAG, SCHEDULE_NAME_TAG, SENSOR_NAME
+from hatch_pipeline.local.sandbox.server import Fault
+from hatch_pipeline.settings import Settings
+from hatch_pipeline_tests.pipeline_fixtures import ROWS_PER_DAY, SOURCES, YESTERDAY, Pipeline, keys_of
+
+
+def day(back: int) -> date:
+    return YESTERDAY - timedelta(days=back)
+
+
+@pytest.fixture
+def instance() -> Iterator[dg.DagsterInstance]:
+    with dg.instance_for_test() as instance:
+        yield instance
+
+
+def tick(
+    settings: Settings, instance: dg.DagsterInstance, resources: Mapping[str, object]
+) -> tuple[list[dg.RunRequest], str | None]:
+    """One evaluation of the project's sensor, as the daemon runs it: its run requests and its skip reason."""
+    defs = build_definitions(settings, resources)
+    sensor = defs.resolve_sensor_def(SENSOR_NAME)
+    with dg.build_sensor_context(instance=instance, resources=resources, definitions=defs) as context:
+        result = sensor.evaluate_tick(context)
+    return list(result.run_requests or []), result.skip_message
+
+
+def launch(
+    pipeline: Pipeline, request: dg.RunRequest, settings: Settings, instance: dg.DagsterInstance
+) -> dg.ExecuteInProcessResult:
+    """Run what the sensor requested on the same instance, tagged as the daemon tags a sensor's run."""
+    tags = {**request.tags, RUN_KEY_TAG: request.run_key or ""}
+    window = ExportWindow(
+        date.fromisoformat(tags["dagster/asset_partition_range_start"]),
+        date.fromisoformat(tags["dagster/asset_partition_range_end"]),
+    )
+    return pipeline.materialize(
+        window.start,
+        window.end,
+        request.asset_selection,
+        settings=settings,
+        tags=tags,
+        instance=instance,
+        raise_on_error=False,
+    )
+
+
+def test_the_sensor_is_on_by_default_and_explains_itself() -> None:
+    settings = Settings()
+    sensor = build_definitions(settings, pipeline_resources(settings)).resolve_sensor_def(SENSOR_NAME)
+
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    assert sensor.minimum_interval_seconds == INTERVAL_SECONDS
+    assert sensor.description and "one range run per gap" in sensor.description
+
+
+def test_the_sensor_requests_exactly_the_missing_days_once_within_the_budget(
+    pipeline: Pipeline, instance: dg.DagsterInstance
+) -> None:
+    settings = Settings(first_partition=day(9).isoformat())
+    pipeline.materialize(
+        day(9), day(6), keys_of("raw", sources=["contact_history"]), settings=settings, instance=instance
+    )
+    pipeline.materialize(
+        day(9), day(7), keys_of("raw", sources=["conversation_items"]), settings=settings, instance=instance
+    )
+    seeded = len(pipeline.exports())
+    # This morning's run of the daily schedule waits to be launched (a QUEUED run needs a code location's origin,
+    # which an in-process instance has not; the sensor treats NOT_STARTED, QUEUED, STARTING and STARTED alike).
+    defs = build_definitions(settings, pipeline.resources())
+    instance.create_run_for_job(
+        defs.resolve_job_def(DAILY_JOB_NAME),
+        status=dg.DagsterRunStatus.NOT_STARTED,
+        tags={**range_tags(ExportWindow(day(2), day(0))), SCHEDULE_NAME_TAG: SCHEDULE_NAME},
+        asset_selection=frozenset(source_keys(SOURCES)),
+    )
+
+    # The two seeding exports leave one of three: the gap needs one per source.
+    pipeline.api_options = {"max_exports_per_day": seeded + 1}
+    requests, skipped = tick(settings, instance, pipeline.resources())
+    assert requests == []
+    assert (
+        skipped
+        and f"{ExportWindow(day(6), day(3))} (contact_history, conversation_items) needs at least 2 export(s)"
+        in skipped
+    )
+
+    pipeline.api_options = {}
+    [request], _ = tick(settings, instance, pipeline.resources())
+    assert request.tags["dagster/asset_partition_range_start"] == day(6).isoformat()
+    assert request.tags["dagster/asset_partition_range_end"] == day(3).isoformat()
+    assert set(request.asset_selection or []) == set(source_keys(SOURCES))
+
+    result = launch(pipeline, request, settings, instance)
+
+    assert result.success
+    assert sorted(pipeline.exports()[seeded:]) == [
+        ("contact_history", day(5).isoformat(), day(3).isoformat(), 200),
+        ("conversation_items", day(6).isoformat(), day(3).isoformat(), 200),
+    ]
+    for source in SOURCES:
+        assert pipeline.table(source).height == 4 * ROWS_PER_DAY
+    requests, skipped = tick(settings, instance, pipeline.resources())
+    assert requests == []
+    assert skipped and f"{ExportWindow(day(2), day(0))} will be landed by a queued or running run" in skipped
+
+
+def test_a_gap_whose_run_failed_is_not_requested_again_and_the_skip_reason_names_the_run(
+    pipeline: Pipeline, instance: dg.DagsterInstance
+) -> None:
+    settings = Settings(first_partition=day(2).isoformat())
+    [request], _ = tick(settings, instance, pipeline.resources())
+    # No run of the daily schedule yet: yesterday is left to it.
+    assert (request.tags["dagster/asset_partition_range_start"], request.tags["dagster/asset_partition_range_end"]) == (
+        day(2).isoformat(),
+        day(1).isoformat(),
+    )
+    pipeline.sandbox.inject(*[Fault(status=500)] * 2 * len(SOURCES))
+
+    failed = launch(pipeline, request, settings, instance)
+
+    assert not failed.success
+    requests, skipped = tick(settings, instance, pipeline.resources())
+    assert requests == []
+    assert skipped and f"was requested before (run {failed.run_id} ended FAILURE)" in skipped

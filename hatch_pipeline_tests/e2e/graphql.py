@@ -213,6 +213,23 @@ def instigator(webserver: DagsterWebserver, name: str, ticks: int = 10) -> Insti
     return Instigator(state["name"], state["status"], next_tick, state["ticks"])
 
 
+def start_sensor(webserver: DagsterWebserver, name: str) -> None:
+    """Turn a sensor on, as its toggle in the UI does; the daemon evaluates it on its next loop."""
+    data = webserver.graphql(
+        """mutation($selector: SensorSelector!) {
+          startSensor(sensorSelector: $selector) {
+            __typename
+            ... on Sensor { sensorState { status } }
+            ... on Error { message }
+          }
+        }""",
+        {"selector": {**_repository(webserver), "sensorName": name}},
+    )
+    started = data["startSensor"]
+    if started["__typename"] != "Sensor" or started["sensorState"]["status"] != "RUNNING":
+        raise AssertionError(f"sensor {name} did not start: {started}")
+
+
 def _repository(webserver: DagsterWebserver) -> dict[str, str]:
     return {"repositoryName": webserver.repository, "repositoryLocationName": webserver.location}
 

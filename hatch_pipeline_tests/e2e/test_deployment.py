@@ -12,6 +12,8 @@ import pytest
 
 from hatch_pipeline.defs.assets import GROUP
 from hatch_pipeline.defs.automation import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG, SCHEDULE_NAME
+from hatch_pipeline.defs.checks import CHECKS_SCHEDULE_NAME
+from hatch_pipeline.defs.sensors import SENSOR_NAME, SENSOR_NAME_TAG
 from hatch_pipeline.local.sandbox.data import rows_on_day
 from hatch_pipeline_tests.e2e.conftest import EXPORT_INTERVAL_SECONDS, Deployment
 from hatch_pipeline_tests.e2e.graphql import (
@@ -20,6 +22,8 @@ from hatch_pipeline_tests.e2e.graphql import (
     instigator,
     launch_backfill,
     runs,
+    start_sensor,
+    wait_for,
     wait_for_backfill,
 )
 from hatch_pipeline_tests.pipeline_fixtures import SOURCES, keys_of
@@ -75,11 +79,26 @@ def test_a_backfill_of_every_hatch_asset_becomes_one_range_run_that_lands_every_
     assert [execution for execution in executed if execution.status != "SUCCEEDED"] == []
 
 
-def test_the_daily_schedule_runs_in_the_instance_without_being_turned_on(deployment: Deployment) -> None:
-    schedule = instigator(deployment.webserver, SCHEDULE_NAME)
+def test_once_every_day_has_landed_the_catch_up_sensor_requests_nothing(deployment: Deployment) -> None:
+    """After the backfill above: the sensor, turned on, finds no missing day and launches no run."""
+    webserver = deployment.webserver
+    start_sensor(webserver, SENSOR_NAME)
+
+    sensor = wait_for(
+        "the catch-up sensor's first tick",
+        lambda: instigator(webserver, SENSOR_NAME),
+        lambda sensor: any(tick["status"] != "STARTED" for tick in sensor.ticks),
+    )
+
+    [tick] = sensor.ticks
+    assert (tick["status"], tick["runIds"], tick["error"]) == ("SKIPPED", [], None), tick
+    assert runs(webserver, {SENSOR_NAME_TAG: SENSOR_NAME}) == []
+
+
+@pytest.mark.parametrize("name", [SCHEDULE_NAME, CHECKS_SCHEDULE_NAME])
+def test_the_schedules_run_in_the_instance_without_being_turned_on(deployment: Deployment, name: str) -> None:
+    schedule = instigator(deployment.webserver, name)
 
     assert schedule.status == "RUNNING"
     assert schedule.next_tick_at is not None
-    minute, hour = deployment.env["HATCH_SCHEDULE_CRON"].split()[:2]
-    next_tick = datetime.fromtimestamp(schedule.next_tick_at, UTC)
-    assert (next_tick.hour, next_tick.minute) == (int(hour), int(minute)), "HATCH_SCHEDULE_CRON in HATCH_TIMEZONE"
+    assert datetime.fromtimestamp(schedule.next_tick_at, UTC).time() == deployment.schedules_at

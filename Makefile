@@ -3,7 +3,7 @@ SHELL := /bin/bash
 UV := $(or $(shell command -v uv 2>/dev/null),$(CURDIR)/.tools/bin/uv)
 RUN := $(UV) run --frozen
 
-.PHONY: install demo test lint typecheck unit validate bench
+.PHONY: install demo screenshot test lint typecheck unit validate bench
 
 $(CURDIR)/.tools/bin/uv:
 	python3 -m venv .tools
@@ -15,6 +15,12 @@ install: $(UV)
 ## The main job on local defaults: sandbox API + local emulators + Dagster UI.
 demo: install
 	$(RUN) hatch-pipeline demo
+
+## The README's picture of the asset graph (docs/asset-graph.png), taken from the demo with headless Chromium.
+## Debian's chromium package is installed first when it is missing (apt-get: run as root, as on the project's machines).
+screenshot: install
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
+	$(RUN) hatch-pipeline screenshot --output docs/asset-graph.png
 
 ## The test command (CI runs exactly this): lint, types, definitions, tests.
 test: install lint typecheck validate unit

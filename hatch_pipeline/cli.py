@@ -1,4 +1,4 @@
-"""`hatch-pipeline`: run the sandbox, the local demo, plan a backfill, or check a configuration."""
+"""`hatch-pipeline`: run the sandbox, the local demo or its screenshot, plan a backfill, or check a configuration."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Sequence
 from datetime import date, datetime, timedelta
+from pathlib import Path
 
 from hatch_pipeline.contract import DATA_SOURCES, ExportWindow, range_violations
 from hatch_pipeline.export_api.ledger import RateLedger, next_slots, organization_key, utc_now
@@ -33,6 +34,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--days", type=int, default=14, help="how many recent days to materialize first")
     demo.add_argument("--no-ui", action="store_true", help="materialize, report and stop without serving the UI")
 
+    screenshot = commands.add_parser(
+        "screenshot", help="photograph the demo's asset graph with headless Chromium (the README's picture)"
+    )
+    screenshot.add_argument("--output", type=Path, default=Path("docs/asset-graph.png"), help="PNG to write")
+    screenshot.add_argument("--days", type=int, default=14, help="how many recent days to land first")
+
     plan = commands.add_parser("plan", help="show the export windows a backfill would use (sends no request)")
     plan.add_argument("source", choices=DATA_SOURCES)
     plan.add_argument("start", type=date.fromisoformat, metavar="START")
@@ -48,6 +55,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from hatch_pipeline.local.demo import run_demo
 
             return run_demo(ui_port=args.port, days=args.days, serve_ui=not args.no_ui)
+        if args.command == "screenshot":
+            from hatch_pipeline.local.screenshot import take_screenshot
+
+            return take_screenshot(args.output, days=args.days)
         if args.command == "plan":
             return _plan(args.source, args.start, args.end)
         return _doctor()

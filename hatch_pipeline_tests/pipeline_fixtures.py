@@ -3,13 +3,13 @@ BigQuery emulator (own bucket, dataset and sandbox per test), materialized by Da
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import os
 import shutil
 import uuid
 import zipfile
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -29,7 +29,7 @@ from hatch_pipeline.defs.checks import build_source_checks
 from hatch_pipeline.defs.resources import HatchExportResource, HatchStorageResource
 from hatch_pipeline.local.demo import PROJECT_ROOT
 from hatch_pipeline.local.resources import EmulatorBigQueryResource
-from hatch_pipeline.local.sandbox.data import DEFAULT_API_KEY
+from hatch_pipeline.local.sandbox.data import DEFAULT_API_KEY, SandboxConfig
 from hatch_pipeline.local.sandbox.server import SandboxServer
 from hatch_pipeline.local.services import bigquery_client
 from hatch_pipeline.settings import Settings
@@ -155,14 +155,24 @@ def without_load_time(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.drop("_loaded_at")
 
 
-@pytest.fixture
-def pipeline(gcp_emulator_env: LocalGcp, gcs_client: StorageClient, bq_client: bigquery.Client) -> Iterator[Pipeline]:
+@contextmanager
+def isolated_pipeline(
+    local_gcp: LocalGcp, gcs_client: StorageClient, bq_client: bigquery.Client, sandbox_config: SandboxConfig
+) -> Iterator[Pipeline]:
+    """A new bucket, dataset and sandbox (serving `sandbox_config`); the dataset is dropped afterwards."""
     bucket = gcs_client.create_bucket(f"hatch-{uuid.uuid4().hex[:12]}").name
     dataset = f"hatch_{uuid.uuid4().hex[:12]}"
-    with SandboxServer() as sandbox:
-        sandbox.config = dataclasses.replace(sandbox.config, rows_per_day=ROWS_PER_DAY)
-        yield Pipeline(sandbox, gcp_emulator_env, bucket, dataset)
-    bq_client.delete_dataset(f"{gcp_emulator_env.project}.{dataset}", delete_contents=True, not_found_ok=True)
+    try:
+        with SandboxServer(sandbox_config) as sandbox:
+            yield Pipeline(sandbox, local_gcp, bucket, dataset)
+    finally:
+        bq_client.delete_dataset(f"{local_gcp.project}.{dataset}", delete_contents=True, not_found_ok=True)
+
+
+@pytest.fixture
+def pipeline(gcp_emulator_env: LocalGcp, gcs_client: StorageClient, bq_client: bigquery.Client) -> Iterator[Pipeline]:
+    with isolated_pipeline(gcp_emulator_env, gcs_client, bq_client, SandboxConfig(rows_per_day=ROWS_PER_DAY)) as made:
+        yield made
 
 
 def one_day_bytes(pipeline: Pipeline) -> int:

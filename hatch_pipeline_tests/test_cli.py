@@ -1,4 +1,5 @@
-"""`hatch-pipeline plan` and `doctor`: what a user sees before spending an export, and that neither sends one."""
+"""`hatch-pipeline plan` and `doctor`: what a user sees before spending an export, and that neither sends one;
+`screenshot` without Chromium says how to install it."""
 
 from __future__ import annotations
 
@@ -117,3 +118,14 @@ def test_doctor_without_a_key_says_what_to_set(
     assert main(["doctor"]) == 1
 
     assert "HATCH_API_KEY is not set" in capsys.readouterr().err
+
+
+def test_screenshot_without_chromium_says_how_to_install_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no chromium there
+
+    assert main(["screenshot", "--output", str(tmp_path / "graph.png")]) == 2
+
+    assert "apt-get install -y chromium" in capsys.readouterr().err
+    assert not (tmp_path / "graph.png").exists()

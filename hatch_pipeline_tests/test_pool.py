@@ -28,9 +28,9 @@ from google.cloud.storage import Client as StorageClient
 from hatch_pipeline.contract import DATA_SOURCES, DataSource
 from hatch_pipeline.defs.assets import bigquery_key, bigquery_pool, parquet_key, raw_key
 from hatch_pipeline.defs.automation import DAILY_JOB_NAME
+from hatch_pipeline.local.processes import venv_executable
 from hatch_pipeline.local.sandbox.data import DEFAULT_API_KEY
 from hatch_pipeline.local.sandbox.server import Fault, SandboxServer
-from hatch_pipeline.local.services import venv_executable
 from hatch_pipeline_tests.bigquery_proxy import BigQueryProxy
 from hatch_pipeline_tests.gcp_fixtures import LocalGcp
 from hatch_pipeline_tests.pipeline_fixtures import Pipeline, keys_of

@@ -95,7 +95,7 @@ def test_two_processes_with_jitter_never_reach_the_vendor_closer_than_the_interv
     assert [child.exitcode for child in children] == [0, 0]
 
     records = logged(sandbox, 2 * EXPORTS_EACH)
-    assert [record.status for record in records] == [200] * 2 * EXPORTS_EACH, "no request refused"
+    assert [record.status for record in records] == [200] * 2 * EXPORTS_EACH, f"no request refused: {records}"
     arrivals = sorted(record.at for record in records)
     gaps = [(later - earlier).total_seconds() for earlier, later in pairwise(arrivals)]
     assert min(gaps) >= INTERVAL_SECONDS, gaps

@@ -65,7 +65,8 @@ class DagsterWebserver:
             json={"query": document, "variables": dict(variables or {})},
             timeout=_REQUEST_TIMEOUT_SECONDS,
         )
-        response.raise_for_status()
+        if response.status_code != httpx.codes.INTERNAL_SERVER_ERROR:  # a resolver's error: its body says which
+            response.raise_for_status()
         payload: dict[str, Any] = response.json()
         if payload.get("errors"):
             raise DagsterGraphQLError(f"GraphQL errors from {self.url}: {payload['errors']}")

@@ -8,6 +8,7 @@ returns plain dataclasses; `wait_for` polls any of them until a condition holds,
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -24,6 +25,9 @@ WAIT_TIMEOUT_SECONDS: Final = 600.0
 """Generous: the daemon looks at backfills every 30 s, and a 2-core machine shared with other work is slow."""
 _POLL_SECONDS: Final = 1.0
 BACKFILL_DONE: Final = frozenset({"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"})
+RUN_DONE: Final = frozenset({"SUCCESS", "FAILURE", "CANCELED"})
+ASSET_JOB: Final = "__ASSET_JOB"
+"""The implicit job the UI launches "Materialize selected" in."""
 
 _RUN_FIELDS: Final = "runId status tags { key value } assetSelection { path }"
 
@@ -52,6 +56,31 @@ class CheckExecution:
     status: str
     """SUCCEEDED, FAILED, EXECUTION_FAILED, SKIPPED or IN_PROGRESS."""
     partition: str | None
+    description: str | None
+    metadata: Mapping[str, Any]
+    """The result's JSON metadata entries, parsed (e.g. failed_days)."""
+
+
+@dataclass(frozen=True)
+class Materialization:
+    run_id: str
+    timestamp: float
+    """Seconds since the epoch."""
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    tags: Mapping[str, str]
+    assets: frozenset[dg.AssetKey]
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What a schedule or sensor would request now (the UI's "Test schedule" / "Test sensor"), launching nothing."""
+
+    run_requests: Sequence[RunRequest]
+    skip_reason: str | None
+    error: str | None
 
 
 @dataclass(frozen=True)
@@ -180,14 +209,151 @@ def check_executions(
         """query($asset: AssetKeyInput!, $check: String!, $limit: Int!) {
           assetCheckExecutions(assetKey: $asset, checkName: $check, limit: $limit) {
             runId status partition
+            evaluation { description metadataEntries { label ... on JsonMetadataEntry { jsonString } } }
           }
         }""",
         {"asset": {"path": list(asset.path)}, "check": check, "limit": limit},
     )
-    return [
-        CheckExecution(asset, check, execution["runId"], execution["status"], execution["partition"])
-        for execution in data["assetCheckExecutions"]
+    return [_check_execution(asset, check, execution) for execution in data["assetCheckExecutions"]]
+
+
+def materializations(webserver: DagsterWebserver, asset: dg.AssetKey, partition: str) -> list[Materialization]:
+    """The materializations of one partition of an asset, newest first."""
+    data = webserver.graphql(
+        """query($asset: AssetKeyInput!, $partitions: [String!]) {
+          assetOrError(assetKey: $asset) {
+            __typename
+            ... on Asset { assetMaterializations(partitions: $partitions) { runId timestamp } }
+          }
+        }""",
+        {"asset": {"path": list(asset.path)}, "partitions": [partition]},
+    )
+    found = data["assetOrError"]
+    if found["__typename"] != "Asset":
+        return []
+    events = [
+        Materialization(event["runId"], float(event["timestamp"]) / 1000) for event in found["assetMaterializations"]
     ]
+    return sorted(events, key=lambda event: event.timestamp, reverse=True)
+
+
+def launch_run(
+    webserver: DagsterWebserver,
+    job: str,
+    assets: Sequence[dg.AssetKey] | None = None,
+    tags: Mapping[str, str] | None = None,
+) -> str:
+    """Launch a run of `job` (of `assets` only, as "Materialize selected" does in ASSET_JOB); its id."""
+    selector: dict[str, Any] = {**_repository(webserver), "pipelineName": job}
+    if assets is not None:
+        selector["assetSelection"] = [{"path": list(asset.path)} for asset in assets]
+    data = webserver.graphql(
+        """mutation($params: ExecutionParams!) {
+          launchPipelineExecution(executionParams: $params) {
+            __typename
+            ... on LaunchRunSuccess { run { runId } }
+            ... on Error { message }
+            ... on RunConfigValidationInvalid { errors { message } }
+          }
+        }""",
+        {
+            "params": {
+                "selector": selector,
+                "runConfigData": {},
+                "executionMetadata": {"tags": [{"key": key, "value": value} for key, value in (tags or {}).items()]},
+            }
+        },
+    )
+    launched = data["launchPipelineExecution"]
+    if launched["__typename"] != "LaunchRunSuccess":
+        raise AssertionError(f"the run of {job} was refused: {launched}")
+    run_id: str = launched["run"]["runId"]
+    return run_id
+
+
+def run(webserver: DagsterWebserver, run_id: str) -> Run:
+    data = webserver.graphql(
+        f"""query($id: ID!) {{
+          runOrError(runId: $id) {{
+            __typename
+            ... on Run {{ {_RUN_FIELDS} }}
+            ... on Error {{ message }}
+          }}
+        }}""",
+        {"id": run_id},
+    )
+    found = data["runOrError"]
+    if found["__typename"] != "Run":
+        raise AssertionError(f"no run {run_id}: {found}")
+    return _run(found)
+
+
+def wait_for_run(webserver: DagsterWebserver, run_id: str) -> Run:
+    """The run once it has ended (succeeded, failed or canceled)."""
+    return wait_for(f"run {run_id} ending", lambda: run(webserver, run_id), lambda found: found.status in RUN_DONE)
+
+
+def dry_run_schedule(webserver: DagsterWebserver, name: str, at: float) -> Evaluation:
+    """Evaluate a schedule for its first tick at or after `at` (seconds since the epoch), as "Test schedule" does."""
+    data = webserver.graphql(
+        f"""mutation($selector: ScheduleSelector!, $at: Float) {{
+          scheduleDryRun(selectorData: $selector, timestamp: $at) {{ {_DRY_RUN_FIELDS} }}
+        }}""",
+        {"selector": {**_repository(webserver), "scheduleName": name}, "at": at},
+    )
+    return _evaluation(name, data["scheduleDryRun"])
+
+
+def dry_run_sensor(webserver: DagsterWebserver, name: str) -> Evaluation:
+    """Evaluate a sensor now, as "Test sensor" does: what its next tick would request. The cursor must be sent,
+    even as null: the mutation's resolver has no default for it (1.13.27)."""
+    data = webserver.graphql(
+        f"""mutation($selector: SensorSelector!, $cursor: String) {{
+          sensorDryRun(selectorData: $selector, cursor: $cursor) {{ {_DRY_RUN_FIELDS} }}
+        }}""",
+        {"selector": {**_repository(webserver), "sensorName": name}, "cursor": None},
+    )
+    return _evaluation(name, data["sensorDryRun"])
+
+
+_DRY_RUN_FIELDS: Final = """
+    __typename
+    ... on DryRunInstigationTick {
+      evaluationResult {
+        skipReason
+        error { message }
+        runRequests { tags { key value } assetSelection { path } }
+      }
+    }
+    ... on Error { message }
+"""
+
+
+def _evaluation(name: str, found: Mapping[str, Any]) -> Evaluation:
+    if found["__typename"] != "DryRunInstigationTick":
+        raise AssertionError(f"{name} could not be evaluated: {found}")
+    result = found["evaluationResult"]
+    requests = [
+        RunRequest(
+            tags={tag["key"]: tag["value"] for tag in request["tags"]},
+            assets=frozenset(dg.AssetKey(key["path"]) for key in request["assetSelection"] or []),
+        )
+        for request in result["runRequests"] or []
+    ]
+    error = result["error"]["message"] if result["error"] else None
+    return Evaluation(requests, result["skipReason"], error)
+
+
+def _check_execution(asset: dg.AssetKey, check: str, found: Mapping[str, Any]) -> CheckExecution:
+    evaluation = found["evaluation"] or {}
+    metadata = {
+        entry["label"]: json.loads(entry["jsonString"])
+        for entry in evaluation.get("metadataEntries") or []
+        if "jsonString" in entry
+    }
+    return CheckExecution(
+        asset, check, found["runId"], found["status"], found["partition"], evaluation.get("description"), metadata
+    )
 
 
 def instigator(webserver: DagsterWebserver, name: str, ticks: int = 10) -> Instigator:

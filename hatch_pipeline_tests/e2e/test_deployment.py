@@ -4,33 +4,64 @@ is what lands in BigQuery, within the vendor's limits, with every check green.""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
+from functools import partial
 from itertools import pairwise
 
 import polars as pl
 import pytest
+from google.cloud import bigquery
 
-from hatch_pipeline.defs.assets import GROUP
-from hatch_pipeline.defs.automation import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG, SCHEDULE_NAME
-from hatch_pipeline.defs.checks import CHECKS_SCHEDULE_NAME
-from hatch_pipeline.defs.sensors import SENSOR_NAME, SENSOR_NAME_TAG
-from hatch_pipeline.local.sandbox.data import rows_on_day
+from hatch_pipeline.defs.assets import GROUP, REFETCH_TAG, bigquery_key, parquet_key, raw_key
+from hatch_pipeline.defs.automation import (
+    AUTOMATION_SENSOR_NAME,
+    PARTITION_RANGE_END_TAG,
+    PARTITION_RANGE_START_TAG,
+    SCHEDULE_NAME,
+)
+from hatch_pipeline.defs.checks import CHECKS_JOB_NAME, CHECKS_SCHEDULE_NAME, ROWS_MATCH_PARQUET
+from hatch_pipeline.defs.resources import HatchExportResource
+from hatch_pipeline.defs.sensors import PARTITION_TAG, SENSOR_NAME, SENSOR_NAME_TAG
+from hatch_pipeline.export_api.ledger import RateLedger
+from hatch_pipeline.local.sandbox.data import DEFAULT_API_KEY, rows_on_day
+from hatch_pipeline.schemas import SCHEMAS
+from hatch_pipeline.settings import Settings
 from hatch_pipeline_tests.e2e.conftest import EXPORT_INTERVAL_SECONDS, Deployment
 from hatch_pipeline_tests.e2e.graphql import (
+    ASSET_JOB,
     check_executions,
+    dry_run_schedule,
+    dry_run_sensor,
     group_assets,
     instigator,
     launch_backfill,
+    launch_run,
+    materializations,
+    run,
     runs,
     start_sensor,
     wait_for,
     wait_for_backfill,
+    wait_for_run,
 )
-from hatch_pipeline_tests.pipeline_fixtures import SOURCES, keys_of
+from hatch_pipeline_tests.gcp_fixtures import LocalGcp
+from hatch_pipeline_tests.pipeline_fixtures import SOURCES, Pipeline, keys_of
 
 pytestmark = pytest.mark.e2e
 
 BACKFILL_TAG = "dagster/backfill"
+AUTOMATION_CONDITION_TAG = "dagster/from_automation_condition"
+"""Dagster's tag on the runs an automation condition sensor launches (its constant is private)."""
+
+
+def export_ledger(pipeline: Pipeline) -> RateLedger:
+    """The deployment's rate ledger, read as its sensor reads it (the bucket's default prefix, the API key)."""
+    resource = HatchExportResource(
+        api_key=DEFAULT_API_KEY,
+        base_url=pipeline.sandbox.base_url,
+        ledger_url=Settings(gcs_bucket=pipeline.bucket).ledger_url,
+    )
+    return resource.ledger()
 
 
 def rows_per_day(table: pl.DataFrame, days: Iterable[date]) -> dict[date, int]:
@@ -79,9 +110,16 @@ def test_a_backfill_of_every_hatch_asset_becomes_one_range_run_that_lands_every_
     assert [execution for execution in executed if execution.status != "SUCCEEDED"] == []
 
 
-def test_once_every_day_has_landed_the_catch_up_sensor_requests_nothing(deployment: Deployment) -> None:
-    """After the backfill above: the sensor, turned on, finds no missing day and launches no run."""
-    webserver = deployment.webserver
+def test_the_catch_up_sensor_lands_exactly_the_missing_days_in_one_range_run_then_requests_nothing(
+    deployment: Deployment, gcp_emulator_env: LocalGcp
+) -> None:
+    """After the backfill above: the days before its range are the only ones missing (yesterday too is landed, and
+    left to the daily schedule anyway). The sensor, turned on, requests them for every source as one range run the
+    ledger's budget pays for; once that run has landed them, it has nothing left to request."""
+    webserver, pipeline, missing = deployment.webserver, deployment.pipeline, deployment.missing
+    ledger = export_ledger(pipeline)
+    before = ledger.usage()
+    exports_before = len(pipeline.exports())
     start_sensor(webserver, SENSOR_NAME)
 
     sensor = wait_for(
@@ -91,8 +129,27 @@ def test_once_every_day_has_landed_the_catch_up_sensor_requests_nothing(deployme
     )
 
     [tick] = sensor.ticks
-    assert (tick["status"], tick["runIds"], tick["error"]) == ("SKIPPED", [], None), tick
-    assert runs(webserver, {SENSOR_NAME_TAG: SENSOR_NAME}) == []
+    assert (tick["status"], tick["error"]) == ("SUCCESS", None), tick
+    [requested] = runs(webserver, {SENSOR_NAME_TAG: SENSOR_NAME})
+    assert tick["runIds"] == [requested.run_id]
+    assert requested.assets == set(keys_of())
+    range_tags = (requested.tags[PARTITION_RANGE_START_TAG], requested.tags[PARTITION_RANGE_END_TAG])
+    assert range_tags == (missing.start.isoformat(), missing.end.isoformat())
+    assert len(SOURCES) <= before.left_in_24h, "the one export per source it needs was within the ledger's budget"
+
+    assert wait_for_run(webserver, requested.run_id).status == "SUCCESS"
+    assert pipeline.exports()[exports_before:] == [
+        (source, missing.start.isoformat(), missing.end.isoformat(), 200) for source in SOURCES
+    ]
+    assert ledger.usage().used_in_24h == before.used_in_24h + len(SOURCES)
+    served = {day: rows_on_day(day, pipeline.sandbox.config) for day in missing.dates()}
+    for source in SOURCES:
+        assert rows_per_day(pipeline.table(source), missing.dates()) == served, source
+
+    # Its next tick, evaluated now as "Test sensor" does (its 15-minute interval is far off).
+    after = dry_run_sensor(webserver, SENSOR_NAME)
+    assert (after.run_requests, after.error) == ([], None)
+    assert after.skip_reason is not None and "is landed for every source" in after.skip_reason, after.skip_reason
 
 
 @pytest.mark.parametrize("name", [SCHEDULE_NAME, CHECKS_SCHEDULE_NAME])
@@ -102,3 +159,82 @@ def test_the_schedules_run_in_the_instance_without_being_turned_on(deployment: D
     assert schedule.status == "RUNNING"
     assert schedule.next_tick_at is not None
     assert datetime.fromtimestamp(schedule.next_tick_at, UTC).time() == deployment.schedules_at
+
+
+def test_the_daily_schedule_requests_yesterday_and_the_lookback_as_one_refetch_run(deployment: Deployment) -> None:
+    """Its tick, evaluated as "Test schedule" does in the UI (the cron is 12 hours away): one range run of every
+    hatch asset over yesterday and the HATCH_LOOKBACK_DAYS days before it, refetching what is stored."""
+    tick = datetime.combine(datetime.now(UTC).date(), deployment.schedules_at, UTC)
+    lookback = Settings.from_env(deployment.env).lookback_days
+
+    evaluation = dry_run_schedule(deployment.webserver, SCHEDULE_NAME, (tick - timedelta(minutes=1)).timestamp())
+
+    assert (evaluation.skip_reason, evaluation.error) == (None, None)
+    [request] = evaluation.run_requests
+    yesterday = tick.date() - timedelta(days=1)
+    range_tags = (request.tags[PARTITION_RANGE_START_TAG], request.tags[PARTITION_RANGE_END_TAG])
+    assert range_tags == ((yesterday - timedelta(days=lookback)).isoformat(), yesterday.isoformat())
+    assert request.tags[REFETCH_TAG] == "true"
+    assert request.assets == set(keys_of())
+
+
+def test_a_raw_only_materialization_from_the_ui_reaches_bigquery_through_the_automation_sensor(
+    deployment: Deployment,
+) -> None:
+    """ "Materialize selected" on hatch/raw/S for a landed day reuses its stored export; the automation sensor then
+    rebuilds that day's Parquet file and table rows on its own."""
+    webserver, pipeline = deployment.webserver, deployment.pipeline
+    source, day = SOURCES[0], deployment.days.start + timedelta(days=1)
+    exports_before = len(pipeline.exports())
+
+    run_id = launch_run(webserver, ASSET_JOB, [raw_key(source)], {PARTITION_TAG: day.isoformat()})
+    launched = wait_for_run(webserver, run_id)
+
+    assert (launched.status, launched.assets) == ("SUCCESS", frozenset({raw_key(source)}))
+    assert len(pipeline.exports()) == exports_before, "the stored export was reused"
+    [raw] = [event for event in materializations(webserver, raw_key(source), day.isoformat()) if event.run_id == run_id]
+    for downstream in (parquet_key(source), bigquery_key(source)):
+        [newest, *_] = wait_for(
+            f"{downstream.to_user_string()} of {day} materialized after the raw run",
+            partial(materializations, webserver, downstream, day.isoformat()),
+            lambda found: bool(found) and found[0].timestamp > raw.timestamp,
+        )
+        follower = run(webserver, newest.run_id)
+        assert follower.tags.get(AUTOMATION_CONDITION_TAG) == "true", follower.tags
+        assert follower.tags.get(SENSOR_NAME_TAG) == AUTOMATION_SENSOR_NAME, follower.tags
+    landed = [*deployment.missing.dates(), *deployment.days.dates()]
+    served = {landed_day: rows_on_day(landed_day, pipeline.sandbox.config) for landed_day in landed}
+    assert rows_per_day(pipeline.table(source), landed) == served, "the day's rows were replaced, not appended"
+
+
+def test_rows_deleted_from_a_table_make_the_reconciliation_check_fail_naming_the_day(
+    deployment: Deployment, bq_client: bigquery.Client
+) -> None:
+    """Last in the module: it leaves the table tampered with."""
+    webserver, pipeline = deployment.webserver, deployment.pipeline
+    source, day = SOURCES[0], deployment.days.start + timedelta(days=2)
+    natural_id = SCHEMAS[source].natural_id
+    table = f"`{pipeline.local_gcp.project}.{pipeline.dataset}.{source}`"
+    deleted = pipeline.table(source).filter(pl.col("_export_date") == day)[natural_id].head(3).to_list()
+    assert len(deleted) == 3
+    bq_client.query(
+        f"DELETE FROM {table} WHERE {natural_id} IN UNNEST(@ids)",
+        job_config=bigquery.QueryJobConfig(query_parameters=[bigquery.ArrayQueryParameter("ids", "STRING", deleted)]),
+    ).result()
+
+    run_id = launch_run(webserver, CHECKS_JOB_NAME)
+    wait_for_run(webserver, run_id)
+
+    verdicts = {
+        checked: [
+            execution
+            for execution in check_executions(webserver, bigquery_key(checked), ROWS_MATCH_PARQUET)
+            if execution.run_id == run_id
+        ]
+        for checked in SOURCES
+    }
+    [tampered] = verdicts[source]
+    assert tampered.status == "FAILED", tampered
+    assert list(tampered.metadata["failed_days"]) == [day.isoformat()], tampered.metadata
+    assert tampered.description is not None and day.isoformat() in tampered.description
+    assert [execution.status for other in SOURCES if other != source for execution in verdicts[other]] == ["SUCCEEDED"]

@@ -206,6 +206,7 @@ def build_source_assets(
                 # Vendor columns whose JSON values were numbers, booleans or objects: stored as text regardless.
                 "vendor_columns_kept_as_text": dg.MetadataValue.json(build.text_columns),
                 "manifest": build.manifest,
+                "orphan_files_deleted": len(build.orphans_deleted),
             }
         )
 

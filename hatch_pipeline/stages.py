@@ -10,10 +10,10 @@ import secrets
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
@@ -31,6 +31,7 @@ from hatch_pipeline.storage import (
     ObjectStore,
     RawManifest,
     newest_manifests,
+    parquet_day_prefix,
     parquet_file_key,
     parquet_manifest_key,
     parquet_manifest_prefix,
@@ -44,7 +45,11 @@ from hatch_pipeline.storage import (
 _PARALLEL_CALLS: Final = 8
 """Object-store calls in flight at once when a stage uploads, reads or deletes many objects."""
 _PARQUET_TYPE: Final = "application/vnd.apache.parquet"
+ORPHAN_GRACE: Final = timedelta(hours=6)
+"""How old an unnamed Parquet file must be before a build deletes it as an orphan: far longer than a build takes,
+so the files of a build still running beside this one, not yet named by its manifest, are left alone."""
 _T = TypeVar("_T")
+_DAY: Final = timedelta(days=1)
 
 
 class MissingUpstream(RuntimeError):
@@ -293,6 +298,8 @@ class ParquetBuild:
     """Vendor-added columns that held non-text JSON values (name -> the type polars saw), stored as text."""
     manifest: str
     """gs:// URI of the manifest that published the range."""
+    orphans_deleted: tuple[str, ...]
+    """Keys of files under the range's days that no manifest named (left by a build killed before its manifest)."""
 
 
 def build_parquet(
@@ -303,12 +310,14 @@ def build_parquet(
     timezone: str,
     loaded_at: datetime,
     date_column: str | None = None,
+    orphan_grace: timedelta = ORPHAN_GRACE,
 ) -> ParquetBuild:
     """Parse the stored ZIPs that hold the range into one Parquet file per day (none for a day without rows).
 
     The files are uploaded in parallel under names unique to this build, then one manifest names them all: that
     write is what makes the range's new days visible, so a build that fails or is killed half-way publishes
-    nothing. Files the manifest supersedes are deleted afterwards.
+    nothing. Files the manifest supersedes are deleted afterwards, and so are files under the range's days that no
+    manifest names once they are older than `orphan_grace`.
     """
     wanted = list(days.dates())
     newest = newest_manifests(_raw_manifests(store, source), wanted)
@@ -366,6 +375,7 @@ def build_parquet(
         for upload in uploads:
             upload.result()  # the first failed upload fails the build before anything is published
     manifest_key = _publish_manifest(store, source, days, token, published)
+    orphans = _delete_orphans(store, source, days, {record["file"] for record in published.values()}, orphan_grace)
     return ParquetBuild(
         rows_by_day={day: record["rows"] for day, record in sorted(published.items())},
         columns=tuple(columns),
@@ -373,7 +383,34 @@ def build_parquet(
         raw_rows=raw_rows,
         text_columns=text_columns,
         manifest=store.uri(manifest_key),
+        orphans_deleted=orphans,
     )
+
+
+def _delete_orphans(
+    store: ObjectStore, source: DataSource, days: ExportWindow, ours: Collection[str | None], grace: timedelta
+) -> tuple[str, ...]:
+    """Delete the files under the range's day folders that no manifest names and that are older than `grace`.
+
+    One listing finds the day folders' files; only when some are old and not this build's are the manifests of
+    those days read, so that a file another manifest still names (a build published since) is kept.
+    """
+    cutoff = datetime.now(UTC) - grace
+    listed = store.list_created(
+        parquet_prefix(source), parquet_day_prefix(source, days.start), parquet_day_prefix(source, days.end + _DAY)
+    )
+    old = [key for key, created in listed if created < cutoff and key not in ours]
+    if not old:
+        return ()
+    covering = [manifest for manifest in _manifests(store, source) if manifest.overlaps(days)]
+    named = {
+        record.get("file")
+        for document in _in_parallel(lambda m: store.get_json(m.key), covering)
+        for record in (document or {}).get("days", {}).values()
+    }
+    orphans = tuple(key for key in old if key not in named)
+    list(_in_parallel(store.delete, orphans))
+    return orphans
 
 
 def _day_record(file_key: str | None, rows: int, columns: Sequence[str]) -> dict[str, Any]:
@@ -396,6 +433,9 @@ class _Manifest:
 
     def covers(self, day: date) -> bool:
         return self.start <= day <= self.end
+
+    def overlaps(self, days: ExportWindow) -> bool:
+        return self.start <= days.end and days.start <= self.end
 
 
 def _manifests(store: ObjectStore, source: DataSource) -> list[_Manifest]:
@@ -420,9 +460,7 @@ def _publish_manifest(
     key = parquet_manifest_key(source, token, days.start, days.end)
     store.put_json(key, {"source": source, "days": {day.isoformat(): records[day] for day in days.dates()}})
     ours = _Manifest.from_key(key)
-    overlapping = [
-        manifest for manifest in older if manifest < ours and manifest.start <= days.end and days.start <= manifest.end
-    ]
+    overlapping = [manifest for manifest in older if manifest < ours and manifest.overlaps(days)]
     newest = _newest_manifests([*older, ours], {day for manifest in overlapping for day in _dates(manifest)})
     documents = dict(zip(overlapping, _in_parallel(lambda m: store.get_json(m.key), overlapping), strict=True))
     doomed = [

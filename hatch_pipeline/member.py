@@ -27,7 +27,7 @@ __all__ = ["MAX_MEMBER_BYTES", "PART_BYTES", "MalformedExport", "Member", "Membe
 
 MAX_MEMBER_BYTES: Final = 1_000_000_000
 """Largest member we decompress: ten times the vendor's 100 MB payload limit, so a zip bomb stops here."""
-PART_BYTES: Final = 8_000_000
+PART_BYTES: Final = 4_000_000
 """About how much of the member one part holds; a part ends at the first record boundary past this size."""
 
 _CHUNK_BYTES: Final = 1 << 20

@@ -67,8 +67,8 @@ _MAX_FIELD_CHARS: Final = 100_000_000
 
 _TIMESTAMP_FORMAT: Final = "%Y-%m-%dT%H:%M:%S%.f%#z"
 """ISO-8601 with a `Z` or a `±hh:mm` offset; the fraction is optional (chrono's `%.f`)."""
-_UTC_FORMAT: Final = "%Y-%m-%dT%H:%M:%S%.f"
-"""The same without its `Z`, for the fast path of timestamps in UTC."""
+_SECONDS_FORMAT: Final = "%Y-%m-%dT%H:%M:%S"
+"""Its first 19 characters, which polars parses in native code (see `_utc_timestamp`)."""
 
 _BOOLEANS: Final = {"true": True, "false": False}
 _EXPECTED_FORM: Final[dict[pl.DataType, str]] = {
@@ -499,14 +499,19 @@ def _written(name: str) -> pl.Expr:
 
 
 def _utc_timestamp(name: str) -> pl.Expr:
-    """A timestamp written in UTC with `Z`, as the vendor writes them, or null for any other form.
+    """A timestamp written in UTC with `Z`, as the vendor writes them (`2026-11-20T23:59:58.123Z`), or null for
+    any other form, which the caller then parses by the full rule.
 
-    polars parses a format without an offset in native code about ten times faster than one with `%#z`; it takes
-    no value that the full format would read otherwise (the rest give null, and the column is parsed again).
+    polars parses `%Y-%m-%dT%H:%M:%S` in native code; a format with a fraction or an offset goes through chrono
+    value by value, several times slower. So the first 19 characters are parsed that way and the fraction is
+    added as microseconds (truncated, as chrono's `%.f` does). It reads no value differently from the full rule.
     """
     text = pl.col(name)
-    naive = text.str.strip_suffix("Z").str.to_datetime(_UTC_FORMAT, time_unit="us", strict=False)
-    return pl.when(text.str.ends_with("Z")).then(naive).dt.replace_time_zone("UTC")
+    seconds = text.str.slice(0, 19).str.to_datetime(_SECONDS_FORMAT, time_unit="us", strict=False, cache=False)
+    rest = text.str.slice(19)
+    fraction = rest.str.extract(r"^\.(\d{1,9})Z$").str.slice(0, 6).str.pad_end(6, "0").cast(pl.Int64)
+    micros = pl.when(rest == "Z").then(0).otherwise(fraction)
+    return (seconds + pl.duration(microseconds=micros)).dt.replace_time_zone("UTC")
 
 
 def _check_record_count(member: Member, rows: int, columns: int, commas_in_values: int) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import tempfile
 import zipfile
 from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
@@ -12,6 +13,8 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
 from hatch_pipeline.export_api.windows import DataSource, ExportWindow, OutputFormat
@@ -583,3 +586,37 @@ def test_a_zip_cut_short_is_refused(tmp_path: Path) -> None:
     zip_path.write_bytes(zip_path.read_bytes()[: zip_path.stat().st_size // 2])
     with pytest.raises(MalformedExport, match="not a readable ZIP archive"):
         parse(zip_path, tmp_path / "out")
+
+
+# Timestamps near the documented form: the fast path for `Z` must read exactly what the full rule reads.
+TIMESTAMP_TEXT = st.builds(
+    "{}-{}-{}{}{}:{}:{}{}{}".format,
+    st.sampled_from(["2026", "2024", "+2026", "12026"]),
+    st.sampled_from(["11", "02", "1"]),
+    st.sampled_from(["20", "29", "30", "5"]),
+    st.sampled_from(["T", " ", "t"]),
+    st.sampled_from(["12", "00", "23", "24", "1"]),
+    st.sampled_from(["00", "59"]),
+    st.sampled_from(["00", "59", "60"]),
+    st.sampled_from(["", ".", ".5", ".123", ".123456", ".1234567", ".999999999", ".1234567890", ".5x"]),
+    st.sampled_from(["Z", "ZZ", "z", "+02:00", "-0130", "", " Z"]),
+)
+
+
+@settings(max_examples=120, deadline=None)
+@given(value=TIMESTAMP_TEXT)
+def test_timestamps_are_read_by_the_documented_rule_whatever_their_form(value: str) -> None:
+    # One value a file: a file holding any timestamp in another form than UTC with Z is parsed by the full rule.
+    values = [value, value]
+    expected = pl.Series(values).str.to_datetime(
+        "%Y-%m-%dT%H:%M:%S%.f%#z", time_unit="us", time_zone="UTC", strict=False
+    )
+    rows = [contact(str(index), value) for index, value in enumerate(values)]
+    with tempfile.TemporaryDirectory() as scratch:
+        zip_path = export_zip(Path(scratch), "contact_history", NOV_20, rows)
+        if expected.null_count():
+            with pytest.raises(MalformedExport, match="updated_at holds"):
+                parse(zip_path, Path(scratch) / "out")
+        else:
+            frame = read_all(parse(zip_path, Path(scratch) / "out"))
+            assert frame["updated_at"].to_list() == expected.to_list()

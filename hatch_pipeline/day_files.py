@@ -110,10 +110,9 @@ class DayFiles:
 
     def discard(self) -> None:
         """Close and delete every file written so far, to write the days again from the start."""
-        paths = [self._directory / self._file_of(day) for day in self._writers]
-        self.close()
-        for path in paths:
-            path.unlink()
+        self.close()  # files are opened on the pool: only once it is done are they all known
+        for day in self._rows:
+            (self._directory / self._file_of(day)).unlink()
         self._rows = {}
 
 

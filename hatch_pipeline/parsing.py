@@ -1,11 +1,14 @@
 """A stored export ZIP → one Parquet file per day, with polars.
 
-The happy path runs in polars' native code: the ZIP's member is decompressed to a temp file in chunks (dropping a
-UTF-8 byte-order mark and counting line breaks or commas on the way); polars finds every column (an NDJSON scan
-infers over the whole file, so a column that first appears deep inside it is kept; a CSV names them in its
-header), the names are checked against what BigQuery accepts, and polars scans the file lazily, types it and sinks
-it partitioned by day, never collecting a DataFrame. The record-by-record Python pass runs only when polars fails
-or the counts disagree, to name the line at fault.
+The happy path runs in native code and in bounded memory: the ZIP's member is decompressed in chunks into parts
+that end at record boundaries (see `member.py`: a UTF-8 byte-order mark is dropped, line breaks and CSV commas are
+counted on the way). A worker thread turns each part, as soon as it is complete, into typed rows appended to one
+Parquet file per day (`day_files.py`), so parsing runs beside decompression and memory holds a part or two,
+never the file. The columns come from the CSV header, or from the keys polars infers over the first NDJSON part;
+every later NDJSON part is searched for any other key (`json_keys.py`, much cheaper than inferring), and if one
+turns up the keys are inferred over every part and the parts are parsed again, so a column that first appears deep
+inside a file is kept. The names are checked against what BigQuery accepts before any row is written. The
+record-by-record Python pass runs only when polars fails or the counts disagree, to name the line at fault.
 
 Values arrive as the vendor sent them wherever the format can say it:
 - NDJSON: every value is read as text first. "" stays "", null (or a missing key) stays null, numbers and
@@ -23,9 +26,9 @@ from __future__ import annotations
 import csv
 import json
 import tempfile
-import zipfile
-import zlib
+import threading
 from collections.abc import Collection, Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -35,9 +38,11 @@ from typing import Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import polars as pl
-from polars.io.partition import FileProviderArgs
 
-from hatch_pipeline.contract import DataSource, ExportWindow, OutputFormat
+from hatch_pipeline.contract import DataSource, ExportWindow
+from hatch_pipeline.day_files import DayFiles
+from hatch_pipeline.json_keys import may_hold_other_keys, other_key_pattern
+from hatch_pipeline.member import MAX_MEMBER_BYTES, PART_BYTES, MalformedExport, Member, MemberFile, extract_member
 from hatch_pipeline.schemas import LINEAGE_COLUMNS, SCHEMAS, TIMESTAMP, SourceSchema
 from hatch_pipeline.warehouse import column_name_problem
 
@@ -45,6 +50,7 @@ __all__ = [
     "HIVE_KEY",
     "LINEAGE_COLUMNS",
     "MAX_MEMBER_BYTES",
+    "PART_BYTES",
     "SCHEMAS",
     "MalformedExport",
     "ParsedDay",
@@ -54,10 +60,6 @@ __all__ = [
     "parse_export",
 ]
 
-_CHUNK_BYTES: Final = 1 << 20
-_BOM: Final = b"\xef\xbb\xbf"
-MAX_MEMBER_BYTES: Final = 1_000_000_000
-"""Largest member we decompress: ten times the vendor's 100 MB payload limit, so a zip bomb stops here."""
 HIVE_KEY: Final = "export_date"
 """The key of the Parquet folders (`export_date=YYYY-MM-DD/`); BigQuery's hive-partitioned load adds it as a column."""
 _MAX_FIELD_CHARS: Final = 100_000_000
@@ -65,6 +67,8 @@ _MAX_FIELD_CHARS: Final = 100_000_000
 
 _TIMESTAMP_FORMAT: Final = "%Y-%m-%dT%H:%M:%S%.f%#z"
 """ISO-8601 with a `Z` or a `±hh:mm` offset; the fraction is optional (chrono's `%.f`)."""
+_SECONDS_FORMAT: Final = "%Y-%m-%dT%H:%M:%S"
+"""Its first 19 characters, which polars parses in native code (see `_utc_timestamp`)."""
 
 _BOOLEANS: Final = {"true": True, "false": False}
 _EXPECTED_FORM: Final[dict[pl.DataType, str]] = {
@@ -75,31 +79,10 @@ _EXPECTED_FORM: Final[dict[pl.DataType, str]] = {
 _DAY_DIRECTORY: Final = HIVE_KEY
 _DAY_FILE: Final = "part-0.parquet"
 _ROW_INDEX: Final = "_row"
-_VENDOR_FIX: Final = (
-    "The stored ZIP is kept as the vendor sent it: report the file and line to Hatch, "
-    "and re-export the window once they have fixed the data."
-)
 _NAME_FIX: Final = (
     "Nothing was written and the stored ZIP is kept: report the column to Hatch, and re-export the window once they "
     "have renamed it."
 )
-
-
-class MalformedExport(ValueError):
-    """A stored export breaks the vendor's format; the message names the ZIP, its member, the line and the fix."""
-
-    def __init__(
-        self, zip_path: Path, member: str | None, problem: str, line: int | None = None, fix: str = _VENDOR_FIX
-    ) -> None:
-        where = str(zip_path)
-        if member is not None:
-            where += f", member {member!r}"
-        if line is not None:
-            where += f", line {line}"
-        super().__init__(f"Malformed export ({where}): {problem}. {fix}")
-        self.zip_path = zip_path
-        self.member = member
-        self.line = line
 
 
 @dataclass(frozen=True)
@@ -126,27 +109,9 @@ class ParsedExport:
     """The columns the export's file carried, in its order (none for an empty file): `columns` always holds every
     documented one, so this is where a documented column the vendor stopped sending shows."""
     text_columns: Mapping[str, str]
-    """Vendor-added columns whose JSON values were not all text, and the type polars saw (e.g. "Int64"): they are
+    """Vendor-added columns whose JSON values were not all text, and the type polars inferred for them (e.g.
+    "Int64") from the first part of the file (all of it, when a column first appears in a later part): they are
     stored as text anyway, so a later export that sends another type for them still loads."""
-
-
-@dataclass(frozen=True)
-class _Member:
-    """The export's one file, decompressed to `path`, how to name it in errors, and what the copy counted."""
-
-    zip_path: Path
-    name: str
-    path: Path
-    format: OutputFormat
-    size: int
-    line_breaks: int
-    """b"\\n" bytes in the file: with a final line break, the number of NDJSON lines."""
-    commas: int
-    """b"," bytes in a CSV file (not counted for NDJSON): separators plus commas inside quoted fields."""
-    ends_with_line_break: bool
-
-    def malformed(self, problem: str, line: int | None = None, fix: str = _VENDOR_FIX) -> MalformedExport:
-        return MalformedExport(self.zip_path, self.name, problem, line, fix)
 
 
 def parse_export(
@@ -160,6 +125,7 @@ def parse_export(
     loaded_at: datetime,
     date_column: str | None = None,
     max_member_bytes: int = MAX_MEMBER_BYTES,
+    part_bytes: int = PART_BYTES,
 ) -> ParsedExport:
     """Write the export's rows to `out_dir/export_date=YYYY-MM-DD/part-0.parquet` (zstd), one file per day.
 
@@ -169,37 +135,45 @@ def parse_export(
     file is replaced, or removed when the day has no rows, so parsing the same ZIP again gives the same files; a failure
     leaves out_dir as it was. Rows keep the order of the file. `source_file` (the gs:// URI of the stored ZIP) and
     `loaded_at` are passed in so runs are reproducible; `date_column` picks another documented timestamp than the
-    source's default.
+    source's default. Memory grows with `part_bytes` (how much of the member is parsed at a time), not the file.
     """
     schema = SCHEMAS[source]
     day_column = _checked_date_column(schema, date_column)
     _check_timezone(timezone)
     if loaded_at.tzinfo is None:
         raise ValueError("loaded_at has no time zone; pass an aware datetime such as datetime.now(UTC)")
+    lineage = {
+        "_export_date": export_day(pl.col(day_column), window, timezone),
+        "_source_file": pl.lit(source_file, pl.String),
+        "_loaded_at": pl.lit(loaded_at.astimezone(UTC), TIMESTAMP),
+    }
     out_dir.mkdir(parents=True, exist_ok=True)
     # Scratch space inside out_dir, so finished files move into place by rename and a failure leaves nothing.
-    with tempfile.TemporaryDirectory(prefix=".parsing-", dir=out_dir) as scratch:
-        member = _extract_member(zip_path, source, window, Path(scratch), max_member_bytes)
-        present = _columns_of(member) if member.size else {}
-        _check_column_names(member, schema, present)
-        extras = sorted(present.keys() - schema.columns.keys())
-        staged = Path(scratch) / "days"
-        if present:
-            text = _scan_text(member, list(present))
-            typed = _typed_rows(text, schema, present, extras).with_columns(
-                _export_date=export_day(pl.col(day_column), window, timezone),
-                _source_file=pl.lit(source_file, pl.String),
-                _loaded_at=pl.lit(loaded_at.astimezone(UTC), TIMESTAMP),
-            )
-            commas_in_values = _sink_by_day(member, text, typed, staged, schema, present)
-        staged_rows = _staged_rows(staged, window)
-        rows = sum(staged_rows.values())
-        if present:
-            _check_record_count(member, rows, len(present), commas_in_values)
-        moved = _moved_rows(staged, day_column, timezone) if rows else {}
-        days = tuple(
-            _publish(staged, out_dir, day, count, *moved.get(day, (0, 0))) for day, count in staged_rows.items()
+    with (
+        tempfile.TemporaryDirectory(prefix=".parsing-", dir=out_dir) as scratch,
+        _Parts(schema, lineage, DayFiles(Path(scratch) / "days", "_export_date", _day_file)) as parts,
+    ):
+        member = extract_member(
+            zip_path,
+            source,
+            window,
+            Path(scratch),
+            max_bytes=max_member_bytes,
+            part_bytes=part_bytes,
+            on_part=parts.submit,
         )
+        parts.finish(member)
+        present = parts.columns
+        rows = sum(parts.days.rows.values())
+        if present:
+            _check_record_count(member, rows, len(present), parts.commas_in_values)
+        staged_rows = {day: parts.days.rows.get(day, 0) for day in window.dates()}
+        moved = _moved_rows(Path(scratch) / "days", day_column, timezone) if rows else {}
+        days = tuple(
+            _publish(Path(scratch) / "days", out_dir, day, count, *moved.get(day, (0, 0)))
+            for day, count in staged_rows.items()
+        )
+    extras = sorted(present.keys() - schema.columns.keys())
     text_columns = {name: str(present[name]) for name in extras if present[name] not in (pl.String(), pl.Null())}
     return ParsedExport(
         rows=rows,
@@ -208,6 +182,116 @@ def parse_export(
         vendor_columns=tuple(present),
         text_columns=text_columns,
     )
+
+
+class _Parts:
+    """Turns the member's parts into rows of the day files while decompression goes on, in stages on threads of
+    their own: the search of each NDJSON part for other keys, then reading and typing (in part order), then writing.
+
+    The first part settles the columns; an NDJSON part that may hold another key is inferred, and if it does the
+    work stops and `finish` parses every part again with the keys of the whole file. A polars failure stops the
+    work too: `finish` explains it from the whole member, by line.
+    """
+
+    def __init__(self, schema: SourceSchema, lineage: Mapping[str, pl.Expr], days: DayFiles) -> None:
+        self.columns: dict[str, pl.DataType] = {}
+        """The file's columns in its order, with the type polars inferred (CSV: all text)."""
+        self.commas_in_values = 0
+        self.days = days
+        self._schema = schema
+        self._lineage = lineage
+        self._searches = ThreadPoolExecutor(1, thread_name_prefix="hatch-parse-search")
+        self._conversions = ThreadPoolExecutor(1, thread_name_prefix="hatch-parse")
+        self._pending: list[Future[None]] = []
+        self._other_keys: str | None = None
+        """NDJSON: the expression for a key that is neither documented nor among the first part's keys."""
+        self._columns_settled = threading.Event()
+        self._new_keys = False
+        self._failure: pl.exceptions.PolarsError | None = None
+
+    def __enter__(self) -> _Parts:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._columns_settled.set()  # no search waits for a first part that will not come
+        self._searches.shutdown(cancel_futures=True)
+        self._conversions.shutdown(cancel_futures=True)
+        self.days.close()
+
+    def submit(self, file: MemberFile, part: Path) -> None:
+        first = not self._pending
+        search = None if first or file.format != "json" else self._searches.submit(self._may_hold_other_keys, part)
+        self._pending.append(self._conversions.submit(self._convert, file, part, first, search))
+
+    def finish(self, member: Member) -> None:
+        """Wait for the work; then explain its failure, or parse every part again if a later one held a new key."""
+        for pending in self._pending:
+            pending.result()
+        if self._failure is not None:
+            present = _text_columns(member, self._schema, self.columns)
+            raise _explain(member, self._failure, _scan_text(member, present), self._schema, present)
+        if self._new_keys:
+            self.columns = _inferred_columns(member)
+            _check_column_names(member, self._schema, self.columns)
+            self.days.discard()
+            self.commas_in_values = 0
+            for part in member.parts:
+                self._write(member, part)
+        self.days.close()
+
+    def _convert(self, file: MemberFile, part: Path, first: bool, search: Future[bool] | None) -> None:
+        if self._new_keys or self._failure is not None:
+            return
+        try:
+            if first:
+                try:
+                    self._settle_columns(file, part)
+                finally:
+                    self._columns_settled.set()
+            elif search is not None and search.result() and self._holds_new_keys(file, part):
+                self._new_keys = True
+                return
+            self._write(file, part)
+        except pl.exceptions.PolarsError as error:
+            self._failure = error
+
+    def _settle_columns(self, file: MemberFile, part: Path) -> None:
+        self.columns = _columns_of(file, part)
+        _check_column_names(file, self._schema, self.columns)
+        if file.format == "json":
+            self._other_keys = other_key_pattern({*self._schema.columns, *self.columns})
+
+    def _may_hold_other_keys(self, part: Path) -> bool:
+        """The cheap search, once the first part has settled the columns (a first part that failed: no search)."""
+        self._columns_settled.wait()
+        return self._other_keys is not None and may_hold_other_keys(part, self._other_keys)
+
+    def _holds_new_keys(self, file: MemberFile, part: Path) -> bool:
+        """Whether an NDJSON part in which the search found a candidate holds a key neither documented nor in the
+        first part, inferred exactly."""
+        return bool(_inferred(file, part).keys() - self._schema.columns.keys() - self.columns.keys())
+
+    def _write(self, file: MemberFile, part: Path) -> None:
+        """Read a part as text, type it and append it to the day files."""
+        if not self.columns:
+            return  # an empty file
+        present = _text_columns(file, self._schema, self.columns)
+        if file.format == "json":
+            text = pl.read_ndjson(part, schema=dict.fromkeys(present, pl.String))
+        else:
+            text = pl.read_csv(part, infer_schema=False)
+            commas = (pl.col(name).str.count_matches(",", literal=True).sum() for name in text.columns)
+            self.commas_in_values += int(text.select(pl.sum_horizontal(commas)).item())
+        extras = sorted(self.columns.keys() - self._schema.columns.keys())
+        self.days.write(_typed_rows(text, self._schema, present, extras).with_columns(**self._lineage))
+
+
+def _text_columns(file: MemberFile, schema: SourceSchema, columns: Collection[str]) -> list[str]:
+    """The columns read as text: CSV's header; for NDJSON every documented key too, since a later part may hold
+    one the first did not (polars gives null where a line lacks a key)."""
+    if file.format == "json":
+        return list(dict.fromkeys([*schema.columns, *columns]))
+    return list(columns)
 
 
 def export_day(timestamp: pl.Expr, window: ExportWindow, timezone: str) -> pl.Expr:
@@ -244,77 +328,53 @@ def _check_timezone(timezone: str) -> None:
         ) from None
 
 
-def _extract_member(zip_path: Path, source: DataSource, window: ExportWindow, scratch: Path, max_bytes: int) -> _Member:
-    """Decompress the ZIP's one member in chunks, after checking it is the file the contract names.
+def _columns_of(file: MemberFile, part: Path) -> dict[str, pl.DataType]:
+    """The columns of the file's first part, in its order, with the type polars infers (CSV: all text).
 
-    The member is written to a fixed name in `scratch`, never to a path taken from the archive. A UTF-8 byte-order
-    mark at its start is dropped (neither reader wants it); line breaks (and, for CSV, commas) are counted on the way
-    so the happy path can check polars' record count without reading the file again.
+    NDJSON: the keys polars infers over the whole part. CSV: the header, read with Python's csv module so that
+    duplicate names are seen as they are (polars renames them).
     """
-    stem = f"{source}_{window.start.isoformat()}_{window.end.isoformat()}"
-    expected: dict[str, OutputFormat] = {f"{stem}.json": "json", f"{stem}.csv": "csv"}
-    try:
-        with zipfile.ZipFile(zip_path) as archive:
-            infos = archive.infolist()
-            if len(infos) != 1 or infos[0].filename not in expected:
-                found = ", ".join(repr(info.filename) for info in infos) or "no member"
-                raise MalformedExport(
-                    zip_path,
-                    None,
-                    f"expected exactly one member named {stem}.json or {stem}.csv, found {found}",
-                    fix=f"Check that this ZIP is the {source} export for {window}; if it is, report it to Hatch.",
-                )
-            info = infos[0]
-            output_format = expected[info.filename]
-            path = scratch / f"member.{output_format}"
-            size = line_breaks = commas = 0
-            last = b""
-            with archive.open(info) as packed, path.open("wb") as unpacked:
-                while chunk := packed.read(_CHUNK_BYTES):
-                    if not size:
-                        chunk = chunk.removeprefix(_BOM)
-                    size += len(chunk)
-                    if size > max_bytes or info.file_size > max_bytes:
-                        raise MalformedExport(
-                            zip_path,
-                            info.filename,
-                            f"the member decompresses to more than {max_bytes:,} bytes (a zip bomb, or far above "
-                            "the vendor's 100 MB payload limit)",
-                            fix="The stored ZIP is kept. If Hatch really sent this, raise max_member_bytes.",
-                        )
-                    line_breaks += chunk.count(b"\n")
-                    if output_format == "csv":
-                        commas += chunk.count(b",")
-                    unpacked.write(chunk)
-                    last = chunk[-1:] or last
-    except (zipfile.BadZipFile, zlib.error, EOFError) as error:
-        raise MalformedExport(zip_path, None, f"not a readable ZIP archive ({error})") from None
-    return _Member(zip_path, info.filename, path, output_format, size, line_breaks, commas, last == b"\n")
-
-
-def _columns_of(member: _Member) -> dict[str, pl.DataType]:
-    """Every column of the member, in the file's order, with the type polars infers (CSV: all text).
-
-    NDJSON: inferred over the whole file in native code, so a key first seen on the last line counts. CSV: the
-    header, read with Python's csv module so that duplicate names are seen as they are (polars renames them).
-    """
-    if member.format == "json":
-        try:
-            return dict(pl.scan_ndjson(member.path, infer_schema_length=None).collect_schema())
-        except pl.exceptions.PolarsError as error:
-            raise _explain(member, error) from error
-    with member.path.open(encoding="utf-8", newline="") as text:
+    if file.format == "json":
+        return _inferred(file, part) if part.stat().st_size else {}
+    with part.open(encoding="utf-8", newline="") as text:
         try:
             header = next(csv.reader(text, strict=True), [])
         except (csv.Error, UnicodeDecodeError) as error:
-            raise member.malformed(f"the header is not valid UTF-8 CSV ({error})", 1) from None
+            raise file.malformed(f"the header is not valid UTF-8 CSV ({error})", 1) from None
     duplicated = sorted({name for name in header if header.count(name) > 1})
     if duplicated:
-        raise member.malformed(f"the header names {', '.join(map(repr, duplicated))} more than once", 1)
+        raise file.malformed(f"the header names {', '.join(map(repr, duplicated))} more than once", 1)
     return dict.fromkeys(header, pl.String())
 
 
-def _check_column_names(member: _Member, schema: SourceSchema, present: Collection[str]) -> None:
+def _inferred(file: MemberFile, part: Path) -> dict[str, pl.DataType]:
+    """The keys of an NDJSON part and their types, as polars infers them over every line of it."""
+    return dict(pl.scan_ndjson(part, infer_schema_length=None).collect_schema())
+
+
+def _inferred_columns(member: Member) -> dict[str, pl.DataType]:
+    """The keys of every part, in the order they first appear, each with the supertype of its inferred types."""
+    columns: dict[str, pl.DataType] = {}
+    for part in member.parts:
+        for name, dtype in _inferred(member, part).items():
+            columns[name] = _supertype(columns.get(name, pl.Null()), dtype)
+    return columns
+
+
+def _supertype(first: pl.DataType, second: pl.DataType) -> pl.DataType:
+    """The type polars would give a column holding values of both types (text when it has none)."""
+    if first == second or second == pl.Null():
+        return first
+    if first == pl.Null():
+        return second
+    frames = [pl.DataFrame(schema={"value": dtype}) for dtype in (first, second)]
+    try:
+        return pl.concat(frames, how="vertical_relaxed").schema["value"]
+    except pl.exceptions.PolarsError:
+        return pl.String()
+
+
+def _check_column_names(member: MemberFile, schema: SourceSchema, present: Collection[str]) -> None:
     """Refuse, before anything is written, a column BigQuery cannot take or that would clash in the table.
 
     BigQuery column names are case-insensitive, so names that differ only in case (also from a documented column,
@@ -341,29 +401,28 @@ def _check_column_names(member: _Member, schema: SourceSchema, present: Collecti
         taken[key] = name
 
 
-def _record_count(member: _Member) -> int:
+def _record_count(member: Member) -> int:
     """The member's records, counted by the Python pass (which raises at the first defect it finds)."""
     return sum(1 for _ in _record_lines(member))
 
 
-def _line_of_row(member: _Member, row: int) -> int:
+def _line_of_row(member: Member, row: int) -> int:
     return next(islice(_record_lines(member), row, None))
 
 
-def _record_lines(member: _Member) -> Iterator[int]:
+def _record_lines(member: Member) -> Iterator[int]:
     """Check each record of the member and yield the line it starts on (the slow path: only to explain a failure).
 
     The records come in the order polars reads them, so the n-th yielded line is the line of polars' row n.
     """
-    with member.path.open("rb") as binary:
-        lines = _utf8_lines(member, binary)
-        if member.format == "json":
-            yield from _ndjson_record_lines(member, lines)
-        else:
-            yield from _csv_record_lines(member, lines)
+    lines = _utf8_lines(member, member.binary_lines())
+    if member.format == "json":
+        yield from _ndjson_record_lines(member, lines)
+    else:
+        yield from _csv_record_lines(member, lines)
 
 
-def _utf8_lines(member: _Member, binary: Iterable[bytes]) -> Iterator[str]:
+def _utf8_lines(member: Member, binary: Iterable[bytes]) -> Iterator[str]:
     for number, raw in enumerate(binary, start=1):
         try:
             yield raw.decode("utf-8")
@@ -371,7 +430,7 @@ def _utf8_lines(member: _Member, binary: Iterable[bytes]) -> Iterator[str]:
             raise member.malformed("the line is not UTF-8 text", number) from None
 
 
-def _ndjson_record_lines(member: _Member, lines: Iterator[str]) -> Iterator[int]:
+def _ndjson_record_lines(member: Member, lines: Iterator[str]) -> Iterator[int]:
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue  # polars skips blank lines too
@@ -386,7 +445,7 @@ def _ndjson_record_lines(member: _Member, lines: Iterator[str]) -> Iterator[int]
         yield number
 
 
-def _csv_record_lines(member: _Member, lines: Iterator[str]) -> Iterator[int]:
+def _csv_record_lines(member: Member, lines: Iterator[str]) -> Iterator[int]:
     csv.field_size_limit(max(csv.field_size_limit(), _MAX_FIELD_CHARS))
     reader = csv.reader(lines, strict=True)
     start = 1
@@ -408,16 +467,12 @@ def _csv_record_lines(member: _Member, lines: Iterator[str]) -> Iterator[int]:
         raise member.malformed(f"the row is not valid CSV ({error})", start) from None
 
 
-def _scan_text(member: _Member, columns: Collection[str]) -> pl.LazyFrame:
-    """Every column as text, as the file says it: the one starting point of JSON and CSV exports.
-
-    The NDJSON scan gets the full set of keys as its schema, so a column that first appears deep inside the file
-    is kept (inferring from the first rows would miss it); rows without a key get null there. CSV: polars reads an
-    unquoted empty field as null and a quoted one as "".
-    """
+def _scan_text(member: Member, columns: Collection[str]) -> pl.LazyFrame:
+    """Every column of every part as text, as `_Parts` reads them (only to explain a failure, by row)."""
+    parts = list(member.parts)
     if member.format == "json":
-        return pl.scan_ndjson(member.path, schema=dict.fromkeys(columns, pl.String))
-    return pl.scan_csv(member.path, infer_schema=False)
+        return pl.scan_ndjson(parts, schema=dict.fromkeys(columns, pl.String))
+    return pl.scan_csv(parts, infer_schema=False)
 
 
 def _typed(name: str, dtype: pl.DataType, *, strict: bool) -> pl.Expr:
@@ -434,50 +489,48 @@ def _typed(name: str, dtype: pl.DataType, *, strict: bool) -> pl.Expr:
     return text.cast(dtype, strict=strict)
 
 
-def _typed_rows(text: pl.LazyFrame, schema: SourceSchema, present: Collection[str], extras: list[str]) -> pl.LazyFrame:
-    """Documented columns typed, in schema order (all null when absent from the file), then extras as text."""
-    documented = (
-        _typed(name, dtype, strict=True).alias(name) if name in present else pl.lit(None, dtype).alias(name)
-        for name, dtype in schema.columns.items()
-    )
-    return text.select(*documented, *extras)
+def _typed_rows(text: pl.DataFrame, schema: SourceSchema, present: Collection[str], extras: list[str]) -> pl.DataFrame:
+    """Documented columns typed, in schema order (all null when absent from the file), then extras as text.
 
-
-def _sink_by_day(
-    member: _Member,
-    text: pl.LazyFrame,
-    typed: pl.LazyFrame,
-    staged: Path,
-    schema: SourceSchema,
-    present: Collection[str],
-) -> int:
-    """Stream the rows into one Parquet file per day, `staged/export_date=YYYY-MM-DD/part-0.parquet`.
-
-    For CSV, a second scan then counts the commas inside the values (see `_check_record_count`); 0 for NDJSON.
-    A failure is explained by the Python pass: the line and value at fault.
+    Timestamps are first parsed the fast way (`_utc_timestamp`); a column holding any other form is parsed again
+    by the full rule, which raises at a value that does not parse.
     """
-    try:
-        typed.sink_parquet(
-            pl.PartitionBy(
-                staged,
-                key={_DAY_DIRECTORY: pl.col("_export_date")},
-                include_key=False,
-                approximate_bytes_per_file=None,  # one file per day, however large
-                file_path_provider=_partition_file,
-            ),
-            compression="zstd",
-            mkdir=True,
-        )
-    except pl.exceptions.PolarsError as error:
-        raise _explain(member, error, text, schema, present) from error
-    if member.format == "json":
-        return 0
-    # A query of its own: run beside the sink in one collect_all, it held about 80 MB more per 100 MB of CSV.
-    commas = pl.sum_horizontal(pl.col(name).str.count_matches(",", literal=True).sum() for name in present)
-    return int(text.select(commas).collect().item())
+    documented = {
+        name: (_utc_timestamp(name) if dtype == TIMESTAMP else _typed(name, dtype, strict=True))
+        if name in present
+        else pl.lit(None, dtype)
+        for name, dtype in schema.columns.items()
+    }
+    written = [name for name, dtype in schema.columns.items() if dtype == TIMESTAMP and name in present]
+    counts = text.select(_written(name).sum() for name in written).row(0) if written else ()
+    typed = text.select(*(expr.alias(name) for name, expr in documented.items()), *extras)
+    missed = [name for name, count in zip(written, counts, strict=True) if typed[name].count() != count]
+    if missed:
+        typed = typed.with_columns(text.select(_typed(name, TIMESTAMP, strict=True).alias(name) for name in missed))
+    return typed
 
 
-def _check_record_count(member: _Member, rows: int, columns: int, commas_in_values: int) -> None:
+def _written(name: str) -> pl.Expr:
+    return pl.col(name).is_not_null() & (pl.col(name) != "")
+
+
+def _utc_timestamp(name: str) -> pl.Expr:
+    """A timestamp written in UTC with `Z`, as the vendor writes them (`2026-11-20T23:59:58.123Z`), or null for
+    any other form, which the caller then parses by the full rule.
+
+    polars parses `%Y-%m-%dT%H:%M:%S` in native code; a format with a fraction or an offset goes through chrono
+    value by value, several times slower. So the first 19 characters are parsed that way and the fraction is
+    added as microseconds (truncated, as chrono's `%.f` does). It reads no value differently from the full rule.
+    """
+    text = pl.col(name)
+    seconds = text.str.slice(0, 19).str.to_datetime(_SECONDS_FORMAT, time_unit="us", strict=False, cache=False)
+    rest = text.str.slice(19)
+    fraction = rest.str.extract(r"^\.(\d{1,9})Z$").str.slice(0, 6).str.pad_end(6, "0").cast(pl.Int64)
+    micros = pl.when(rest == "Z").then(0).otherwise(fraction)
+    return (seconds + pl.duration(microseconds=micros)).dt.replace_time_zone("UTC")
+
+
+def _check_record_count(member: Member, rows: int, columns: int, commas_in_values: int) -> None:
     """Fail unless polars read every record of the file once, checked from the counts taken while decompressing.
 
     NDJSON: one record per line. CSV: each of the header and the records holds `columns - 1` separators, and any
@@ -497,7 +550,7 @@ def _check_record_count(member: _Member, rows: int, columns: int, commas_in_valu
 
 
 def _explain(
-    member: _Member,
+    member: Member,
     error: pl.exceptions.PolarsError,
     text: pl.LazyFrame | None = None,
     schema: SourceSchema | None = None,
@@ -514,7 +567,7 @@ def _explain(
 
 
 def _unparseable_value(
-    member: _Member, text: pl.LazyFrame, schema: SourceSchema, present: Collection[str]
+    member: Member, text: pl.LazyFrame, schema: SourceSchema, present: Collection[str]
 ) -> MalformedExport | None:
     """The first value that does not parse as its documented type, with its line."""
     checks = {
@@ -533,23 +586,8 @@ def _unparseable_value(
     return member.malformed(f"{name} holds {value[:60]!r}, which is not {_EXPECTED_FORM[schema.columns[name]]}", line)
 
 
-def _partition_file(args: FileProviderArgs) -> str:
-    day: date = args.partition_keys.item(0, 0)
-    return _day_file(day)
-
-
 def _day_file(day: date) -> str:
     return f"{_DAY_DIRECTORY}={day.isoformat()}/{_DAY_FILE}"
-
-
-def _staged_rows(staged: Path, window: ExportWindow) -> dict[date, int]:
-    """Rows of each day's staged file, from the files' metadata in one scan (zero for a day without a file)."""
-    files = sorted(staged.glob(f"{_DAY_DIRECTORY}=*/{_DAY_FILE}"))
-    counts: dict[date, int] = {}
-    if files:
-        by_file = pl.scan_parquet(files, include_file_paths=_ROW_INDEX).group_by(_ROW_INDEX).len().collect()
-        counts = {date.fromisoformat(Path(path).parent.name.split("=")[1]): rows for path, rows in by_file.iter_rows()}
-    return {day: counts.get(day, 0) for day in window.dates()}
 
 
 def _moved_rows(staged: Path, day_column: str, timezone: str) -> dict[date, tuple[int, int]]:
@@ -573,6 +611,8 @@ def _publish(staged: Path, out_dir: Path, day: date, rows: int, clamped: int, un
         with suppress(OSError):  # the day's folder too, unless something else lives there
             target.parent.rmdir()
         return ParsedDay(day=day, path=None, rows=0)
-    target.parent.mkdir(exist_ok=True)
-    (staged / _day_file(day)).replace(target)
+    if target.parent.exists():
+        (staged / _day_file(day)).replace(target)
+    else:  # the day's folder as it was staged: one rename, no folder to create
+        (staged / _day_file(day)).parent.rename(target.parent)
     return ParsedDay(day=day, path=target, rows=rows, clamped_rows=clamped, undated_rows=undated)

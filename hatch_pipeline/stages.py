@@ -10,10 +10,10 @@ import secrets
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
@@ -38,6 +38,7 @@ from hatch_pipeline.storage import (
     ObjectStore,
     RawManifest,
     newest_manifests,
+    parquet_day_prefix,
     parquet_file_key,
     parquet_manifest_key,
     parquet_manifest_prefix,
@@ -51,7 +52,11 @@ from hatch_pipeline.storage import (
 _PARALLEL_CALLS: Final = 8
 """Object-store calls in flight at once when a stage uploads, reads or deletes many objects."""
 _PARQUET_TYPE: Final = "application/vnd.apache.parquet"
+ORPHAN_GRACE: Final = timedelta(hours=6)
+"""How old an unnamed Parquet file must be before a build deletes it as an orphan: far longer than a build takes,
+so the files of a build still running beside this one, not yet named by its manifest, are left alone."""
 _T = TypeVar("_T")
+_DAY: Final = timedelta(days=1)
 
 
 class MissingUpstream(RuntimeError):
@@ -335,6 +340,8 @@ class ParquetBuild:
     """gs:// URI of the manifest that published the range."""
     lost: tuple[date, ...]
     """Days with no stored export that the vendor no longer serves: published as lost, without rows or file."""
+    orphans_deleted: tuple[str, ...]
+    """Keys of files under the range's days that no manifest named (left by a build killed before its manifest)."""
 
     @property
     def rows_by_day(self) -> dict[date, int]:
@@ -351,13 +358,15 @@ def build_parquet(
     loaded_at: datetime,
     today: date,
     date_column: str | None = None,
+    orphan_grace: timedelta = ORPHAN_GRACE,
 ) -> ParquetBuild:
     """Parse the stored ZIPs that hold the range into one Parquet file per day (none for a day without rows).
 
     The files are uploaded in parallel under names unique to this build, then one manifest names them all: that
     write is what makes the range's new days visible, so a build that fails or is killed half-way publishes
-    nothing. Files the manifest supersedes are deleted afterwards. Days that can never be landed (`lost_days`,
-    as of `today`) are published as lost, so the BigQuery stage leaves them alone.
+    nothing. Files the manifest supersedes are deleted afterwards, and so are files under the range's days that no
+    manifest names once they are older than `orphan_grace`. Days that can never be landed (`lost_days`, as of
+    `today`) are published as lost, so the BigQuery stage leaves them alone.
     """
     wanted = list(days.dates())
     newest = newest_manifests(_raw_manifests(store, source), wanted)
@@ -420,6 +429,7 @@ def build_parquet(
         for upload in uploads:
             upload.result()  # the first failed upload fails the build before anything is published
     manifest_key = _publish_manifest(store, source, days, token, published)
+    orphans = _delete_orphans(store, source, days, {record["file"] for record in published.values()}, orphan_grace)
     return ParquetBuild(
         days=dict(sorted(published.items())),
         columns=tuple(columns),
@@ -428,7 +438,34 @@ def build_parquet(
         text_columns=text_columns,
         manifest=store.uri(manifest_key),
         lost=tuple(lost),
+        orphans_deleted=orphans,
     )
+
+
+def _delete_orphans(
+    store: ObjectStore, source: DataSource, days: ExportWindow, ours: Collection[str | None], grace: timedelta
+) -> tuple[str, ...]:
+    """Delete the files under the range's day folders that no manifest names and that are older than `grace`.
+
+    One listing finds the day folders' files; only when some are old and not this build's are the manifests of
+    those days read, so that a file another manifest still names (a build published since) is kept.
+    """
+    cutoff = datetime.now(UTC) - grace
+    listed = store.list_created(
+        parquet_prefix(source), parquet_day_prefix(source, days.start), parquet_day_prefix(source, days.end + _DAY)
+    )
+    old = [key for key, created in listed if created < cutoff and key not in ours]
+    if not old:
+        return ()
+    covering = [manifest for manifest in _manifests(store, source) if manifest.overlaps(days)]
+    named = {
+        record.get("file")
+        for document in _in_parallel(lambda m: store.get_json(m.key), covering)
+        for record in (document or {}).get("days", {}).values()
+    }
+    orphans = tuple(key for key in old if key not in named)
+    list(_in_parallel(store.delete, orphans))
+    return orphans
 
 
 def _day_record(
@@ -468,6 +505,9 @@ class _Manifest:
     def covers(self, day: date) -> bool:
         return self.start <= day <= self.end
 
+    def overlaps(self, days: ExportWindow) -> bool:
+        return self.start <= days.end and days.start <= self.end
+
 
 def _manifests(store: ObjectStore, source: DataSource) -> list[_Manifest]:
     return sorted(_Manifest.from_key(key) for key in store.list(parquet_manifest_prefix(source)))
@@ -491,9 +531,7 @@ def _publish_manifest(
     key = parquet_manifest_key(source, token, days.start, days.end)
     store.put_json(key, {"source": source, "days": {day.isoformat(): records[day] for day in days.dates()}})
     ours = _Manifest.from_key(key)
-    overlapping = [
-        manifest for manifest in older if manifest < ours and manifest.start <= days.end and days.start <= manifest.end
-    ]
+    overlapping = [manifest for manifest in older if manifest < ours and manifest.overlaps(days)]
     newest = _newest_manifests([*older, ours], {day for manifest in overlapping for day in _dates(manifest)})
     documents = dict(zip(overlapping, _in_parallel(lambda m: store.get_json(m.key), overlapping), strict=True))
     doomed = [

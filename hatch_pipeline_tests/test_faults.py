@@ -26,9 +26,9 @@ from hatch_pipeline.contract import DataSource, ExportWindow
 from hatch_pipeline.defs.resources import HatchStorageResource
 from hatch_pipeline.local.sandbox.data import DEFAULT_API_KEY
 from hatch_pipeline.stages import build_parquet, published_days
-from hatch_pipeline.storage import ObjectStore
+from hatch_pipeline.storage import ObjectStore, parquet_prefix
 from hatch_pipeline_tests.export_api.test_client import zip_of
-from hatch_pipeline_tests.pipeline_fixtures import ROWS_PER_DAY, YESTERDAY, Pipeline, keys_of
+from hatch_pipeline_tests.pipeline_fixtures import ROWS_PER_DAY, YESTERDAY, Pipeline, keys_of, without_load_time
 
 SOURCE: DataSource = "conversation_items"
 BOM = "\ufeff".encode()
@@ -171,3 +171,48 @@ def test_a_parquet_build_killed_half_way_publishes_no_day(pipeline: Pipeline) ->
     assert published_days(store, SOURCE, days) == published
     pipeline.materialize(start, YESTERDAY, keys[2:])
     assert pipeline.table(SOURCE).equals(before), "the BigQuery load must see only the last published build"
+
+
+def test_a_later_build_of_the_days_deletes_the_files_a_killed_build_left(pipeline: Pipeline) -> None:
+    start = YESTERDAY - timedelta(days=3)
+    keys = keys_of(sources=[SOURCE])
+    pipeline.materialize(start, YESTERDAY, keys)
+    before = pipeline.table(SOURCE)
+    store = HatchStorageResource(project=pipeline.local_gcp.project, bucket=pipeline.bucket).store()
+    days = ExportWindow(start, YESTERDAY)
+    with pytest.raises(KeyboardInterrupt):
+        build_parquet(
+            SOURCE,
+            days,
+            store=_KilledStore(store, uploads=2),
+            timezone="UTC",
+            loaded_at=datetime.now(UTC),
+            today=YESTERDAY + timedelta(days=1),
+        )
+    orphans = set(store.list(parquet_prefix(SOURCE))) - named_files(store, days)
+    assert len(orphans) == 2
+
+    # Files this young may be a build's that is still running: the default grace period keeps them.
+    young = build_parquet(
+        SOURCE, days, store=store, timezone="UTC", loaded_at=datetime.now(UTC), today=YESTERDAY + timedelta(days=1)
+    )
+    assert young.orphans_deleted == ()
+    assert orphans <= set(store.list(parquet_prefix(SOURCE)))
+
+    cleaned = build_parquet(
+        SOURCE,
+        days,
+        store=store,
+        timezone="UTC",
+        loaded_at=datetime.now(UTC),
+        today=YESTERDAY + timedelta(days=1),
+        orphan_grace=timedelta(0),
+    )
+    assert set(cleaned.orphans_deleted) == orphans
+    assert set(store.list(parquet_prefix(SOURCE))) == named_files(store, days), "only published files are left"
+    pipeline.materialize(start, YESTERDAY, keys[2:])
+    assert without_load_time(pipeline.table(SOURCE)).equals(without_load_time(before))
+
+
+def named_files(store: ObjectStore, days: ExportWindow) -> set[str]:
+    return {record["file"] for record in published_days(store, SOURCE, days).values() if record["file"]}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import tempfile
 import zipfile
 from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
@@ -12,11 +13,14 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
 from hatch_pipeline.contract import DataSource, ExportWindow, OutputFormat
 from hatch_pipeline.parsing import (
     LINEAGE_COLUMNS,
+    PART_BYTES,
     SCHEMAS,
     MalformedExport,
     ParsedExport,
@@ -27,6 +31,8 @@ Row = Mapping[str, object]
 LOADED_AT = datetime(2026, 11, 22, 6, 0, tzinfo=UTC)
 NOV_20 = ExportWindow(date(2026, 11, 20), date(2026, 11, 20))
 NOV_19_TO_21 = ExportWindow(date(2026, 11, 19), date(2026, 11, 21))
+SMALL_PARTS = 1_000
+"""Bytes per part for tests that parse a file in many parts of a few rows each, as a large export is parsed."""
 
 
 def member_name(source: DataSource, window: ExportWindow, fmt: OutputFormat) -> str:
@@ -76,6 +82,7 @@ def parse(
     window: ExportWindow = NOV_20,
     timezone: str = "UTC",
     date_column: str | None = None,
+    part_bytes: int = PART_BYTES,
 ) -> ParsedExport:
     return parse_export(
         zip_path,
@@ -86,6 +93,7 @@ def parse(
         source_file=f"gs://bucket/hatch/raw/{zip_path.name}",
         loaded_at=LOADED_AT,
         date_column=date_column,
+        part_bytes=part_bytes,
     )
 
 
@@ -287,6 +295,47 @@ def test_a_column_first_seen_deep_in_ndjson_is_kept_as_text_and_null_elsewhere(t
     assert json.loads(frame["another"][450]) == {"nested": True}
 
 
+@pytest.mark.parametrize("fmt", ["json", "csv"])
+def test_a_file_parsed_in_many_parts_gives_the_same_files_as_in_one(tmp_path: Path, fmt: OutputFormat) -> None:
+    # Days interleaved, bodies with quotes, commas and line breaks: parts end inside every kind of text.
+    bodies = FIDELITY_BODIES[:-1]
+    rows = [
+        item(f"{index:03d}", f"2026-11-{19 + index % 3}T{index % 24:02d}:00:00Z", bodies[index % len(bodies)])
+        for index in range(90)
+    ]
+    zip_path = export_zip(tmp_path, "conversation_items", NOV_19_TO_21, rows, fmt)
+    whole = parse(zip_path, tmp_path / "whole", source="conversation_items", window=NOV_19_TO_21)
+    in_parts = parse(
+        zip_path, tmp_path / "parts", source="conversation_items", window=NOV_19_TO_21, part_bytes=SMALL_PARTS
+    )
+
+    assert [(day.day, day.rows) for day in in_parts.days] == [(day.day, day.rows) for day in whole.days]
+    for one, many in zip(whole.days, in_parts.days, strict=True):
+        assert_frame_equal(pl.read_parquet(many.path or ""), pl.read_parquet(one.path or ""))
+
+
+def test_a_key_first_seen_in_a_later_part_is_kept(tmp_path: Path) -> None:
+    rows = [contact(f"{index:04d}", "2026-11-20T12:00:00Z") for index in range(60)]
+    rows[45] = contact("0045", "2026-11-20T12:00:00Z", vendor_added="00777", late_number=7)
+    parsed = parse(export_zip(tmp_path, "contact_history", NOV_20, rows), tmp_path / "out", part_bytes=SMALL_PARTS)
+
+    frame = read_all(parsed)
+    assert parsed.rows == frame.height == 60
+    assert frame.columns[-5:] == ["late_number", "vendor_added", *LINEAGE_COLUMNS]
+    assert frame.filter(pl.col("vendor_added").is_not_null())["contact_history_id"].to_list() == ["0045"]
+    assert frame["late_number"].drop_nulls().to_list() == ["7"]
+    assert parsed.text_columns == {"late_number": "Int64"}
+
+
+def test_a_documented_key_first_seen_in_a_later_part_keeps_its_values(tmp_path: Path) -> None:
+    rows = [contact(f"{index:04d}", "2026-11-20T12:00:00Z") for index in range(60)]
+    for row in rows[:30]:
+        del row["sales_value"]
+    parsed = parse(export_zip(tmp_path, "contact_history", NOV_20, rows), tmp_path / "out", part_bytes=SMALL_PARTS)
+
+    assert read_all(parsed)["sales_value"].to_list() == [None] * 30 + [12.5] * 30
+
+
 def test_a_documented_column_missing_from_the_file_is_present_and_null(tmp_path: Path) -> None:
     rows = [contact("1", "2026-11-19T12:00:00Z"), contact("2", "2026-11-21T12:00:00Z")]
     for row in rows:
@@ -405,11 +454,11 @@ def test_parsing_again_replaces_each_day_of_the_window(tmp_path: Path) -> None:
     assert not (out_dir / "export_date=2026-11-21").exists()
 
 
-def malformed(tmp_path: Path, member: str, text: str) -> MalformedExport:
+def malformed(tmp_path: Path, member: str, text: str, part_bytes: int = PART_BYTES) -> MalformedExport:
     zip_path = write_zip(tmp_path / "raw.zip", member, text)
     out_dir = tmp_path / "out"
     with pytest.raises(MalformedExport) as caught:
-        parse(zip_path, out_dir, window=NOV_19_TO_21)
+        parse(zip_path, out_dir, window=NOV_19_TO_21, part_bytes=part_bytes)
     assert list(out_dir.rglob("*.parquet")) == [], "a failed parse must not leave Parquet behind"
     assert str(zip_path) in str(caught.value)
     return caught.value
@@ -441,6 +490,21 @@ def test_a_csv_row_with_the_wrong_number_of_fields_is_named(tmp_path: Path) -> N
     assert "the row has 2 fields but the header has 3" in str(error)
 
 
+def test_a_bad_json_line_in_a_later_part_is_named(tmp_path: Path) -> None:
+    good = ndjson_text([contact(str(index), "2026-11-20T00:00:00Z") for index in range(40)])
+    error = malformed(tmp_path, JSON_MEMBER, good + '{"contact_history_id": "x", \n' + good, SMALL_PARTS)
+    assert error.line == 41
+    assert "not valid JSON" in str(error)
+
+
+def test_a_short_csv_row_in_a_later_part_is_named(tmp_path: Path) -> None:
+    # Every row spans two lines (the body holds a line break), and each part repeats the header.
+    rows = "".join(f'{index},"two\nlines",x\r\n' for index in range(200))
+    error = malformed(tmp_path, CSV_MEMBER, f"id,body,created_at\r\n{rows}200,short\r\n", SMALL_PARTS)
+    assert error.line == 402
+    assert "the row has 2 fields but the header has 3" in str(error)
+
+
 @pytest.mark.parametrize(
     ("field", "value", "expected"),
     [
@@ -451,13 +515,14 @@ def test_a_csv_row_with_the_wrong_number_of_fields_is_named(tmp_path: Path) -> N
     ],
 )
 @pytest.mark.parametrize("fmt", ["json", "csv"])
+@pytest.mark.parametrize("part_bytes", [PART_BYTES, 1], ids=["one part", "a part per record"])
 def test_a_value_that_does_not_parse_names_its_line(
-    tmp_path: Path, fmt: OutputFormat, field: str, value: str, expected: str
+    tmp_path: Path, fmt: OutputFormat, field: str, value: str, expected: str, part_bytes: int
 ) -> None:
     rows = [contact(str(index), "2026-11-20T12:00:00Z", body="multi\nline") for index in range(4)]
     rows[2][field] = value
     text = ndjson_text(rows) if fmt == "json" else csv_text(rows)
-    error = malformed(tmp_path, member_name("contact_history", NOV_19_TO_21, fmt), text)
+    error = malformed(tmp_path, member_name("contact_history", NOV_19_TO_21, fmt), text, part_bytes)
     # NDJSON: one row per line. CSV: a header line, then two lines per row (the body holds a line break).
     assert error.line == (3 if fmt == "json" else 6)
     assert f"{field} holds {value!r}, which is not {expected}" in str(error)
@@ -526,3 +591,37 @@ def test_a_zip_cut_short_is_refused(tmp_path: Path) -> None:
     zip_path.write_bytes(zip_path.read_bytes()[: zip_path.stat().st_size // 2])
     with pytest.raises(MalformedExport, match="not a readable ZIP archive"):
         parse(zip_path, tmp_path / "out")
+
+
+# Timestamps near the documented form: the fast path for `Z` must read exactly what the full rule reads.
+TIMESTAMP_TEXT = st.builds(
+    "{}-{}-{}{}{}:{}:{}{}{}".format,
+    st.sampled_from(["2026", "2024", "+2026", "12026"]),
+    st.sampled_from(["11", "02", "1"]),
+    st.sampled_from(["20", "29", "30", "5"]),
+    st.sampled_from(["T", " ", "t"]),
+    st.sampled_from(["12", "00", "23", "24", "1"]),
+    st.sampled_from(["00", "59"]),
+    st.sampled_from(["00", "59", "60"]),
+    st.sampled_from(["", ".", ".5", ".123", ".123456", ".1234567", ".999999999", ".1234567890", ".5x"]),
+    st.sampled_from(["Z", "ZZ", "z", "+02:00", "-0130", "", " Z"]),
+)
+
+
+@settings(max_examples=120, deadline=None)
+@given(value=TIMESTAMP_TEXT)
+def test_timestamps_are_read_by_the_documented_rule_whatever_their_form(value: str) -> None:
+    # One value a file: a file holding any timestamp in another form than UTC with Z is parsed by the full rule.
+    values = [value, value]
+    expected = pl.Series(values).str.to_datetime(
+        "%Y-%m-%dT%H:%M:%S%.f%#z", time_unit="us", time_zone="UTC", strict=False
+    )
+    rows = [contact(str(index), value) for index, value in enumerate(values)]
+    with tempfile.TemporaryDirectory() as scratch:
+        zip_path = export_zip(Path(scratch), "contact_history", NOV_20, rows)
+        if expected.null_count():
+            with pytest.raises(MalformedExport, match="updated_at holds"):
+                parse(zip_path, Path(scratch) / "out")
+        else:
+            frame = read_all(parse(zip_path, Path(scratch) / "out"))
+            assert frame["updated_at"].to_list() == expected.to_list()

@@ -290,6 +290,7 @@ def build_source_assets(
                 "vendor_columns_kept_as_text": dg.MetadataValue.json(build.text_columns),
                 "manifest": build.manifest,
                 **report_lost(context, source, build.lost, today, "have no Parquet"),
+                "orphan_files_deleted": len(build.orphans_deleted),
             }
         )
 

@@ -1,0 +1,65 @@
+"""Rows appended a batch at a time into one Parquet file per day: each day's rows in the order they came, whether
+the days arrive one after the other or interleaved, with Parquet's own types."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import polars as pl
+import pyarrow.parquet as pq
+
+from hatch_pipeline.day_files import DayFiles
+
+NOV_20, NOV_21 = date(2026, 11, 20), date(2026, 11, 21)
+
+
+def file_of(day: date) -> str:
+    return f"day={day.isoformat()}/part-0.parquet"
+
+
+def batch(rows: list[tuple[date, int]]) -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "day": [day for day, _ in rows],
+            "n": [n for _, n in rows],
+            "text": [f"row {n}" for _, n in rows],
+            "at": [datetime(2026, 11, 20, tzinfo=UTC)] * len(rows),
+        },
+        schema={"day": pl.Date, "n": pl.Int64, "text": pl.String, "at": pl.Datetime("us", "UTC")},
+    )
+
+
+def test_each_day_keeps_its_rows_in_order_across_batches_sorted_or_interleaved(tmp_path: Path) -> None:
+    with DayFiles(tmp_path, "day", file_of) as days:
+        days.write(batch([(NOV_20, 1), (NOV_20, 2), (NOV_21, 3)]))  # days one after the other
+        days.write(batch([(NOV_21, 4), (NOV_20, 5), (NOV_21, 6), (NOV_20, 7)]))  # interleaved
+        days.close()
+        rows = dict(days.rows)
+
+    assert rows == {NOV_20: 4, NOV_21: 3}
+    assert pl.read_parquet(tmp_path / file_of(NOV_20))["n"].to_list() == [1, 2, 5, 7]
+    assert pl.read_parquet(tmp_path / file_of(NOV_21))["n"].to_list() == [3, 4, 6]
+
+
+def test_the_files_carry_plain_parquet_types(tmp_path: Path) -> None:
+    with DayFiles(tmp_path, "day", file_of) as days:
+        days.write(batch([(NOV_20, 1)]))
+
+    frame = pl.read_parquet(tmp_path / file_of(NOV_20))
+    assert frame.schema == batch([]).schema
+    parquet = pq.ParquetFile(tmp_path / file_of(NOV_20))
+    assert str(parquet.schema.column(2).logical_type) == "String"
+    assert b"ARROW:schema" not in (parquet.metadata.metadata or {})  # readers see Parquet's types, not Arrow's
+
+
+def test_discard_deletes_what_was_written(tmp_path: Path) -> None:
+    with DayFiles(tmp_path, "day", file_of) as days:
+        days.write(batch([(NOV_20, 1), (NOV_21, 2)]))
+        days.discard()
+        days.write(batch([(NOV_21, 3)]))
+        days.close()
+        assert dict(days.rows) == {NOV_21: 1}
+
+    assert not (tmp_path / file_of(NOV_20)).exists()
+    assert pl.read_parquet(tmp_path / file_of(NOV_21))["n"].to_list() == [3]

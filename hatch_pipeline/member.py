@@ -203,17 +203,18 @@ class _Splitter:
             self.commas += chunk.count(b",")
             if first and (end := _Boundaries(chunk, False, quoted=True).first_from(0)) is not None:
                 self.header, self._can_cut = chunk[:end], True
+        view = memoryview(chunk)  # slices of a view are not copies
         start = 0
         while self._can_cut and (cut := boundaries.first_from(start + self._part_bytes - self._in_part)) is not None:
             file = self._file or self._open_part()
-            file.write(chunk[start:cut])
+            file.write(view[start:cut])
             file.close()
             self._file = None
             self._on_part(self.parts[-1])
             start, self._in_part = cut, 0
         if start < len(chunk):
             self._file = self._file or self._open_part()
-            self._file.write(chunk[start:])
+            self._file.write(view[start:])
             self._in_part += len(chunk) - start
         self._odd_quotes = boundaries.odd_at_end()
 

@@ -18,14 +18,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+import dagster as dg
+import polars as pl
 import pytest
 from google.cloud.storage import Client as StorageClient
 
 from hatch_pipeline.contract import DataSource, ExportWindow
 from hatch_pipeline.defs.resources import HatchStorageResource
 from hatch_pipeline.local.sandbox.data import DEFAULT_API_KEY
-from hatch_pipeline.stages import build_parquet, published_days
+from hatch_pipeline.stages import ParquetBuild, build_parquet, published_days
 from hatch_pipeline.storage import ObjectStore, parquet_prefix
 from hatch_pipeline_tests.export_api.test_client import zip_of
 from hatch_pipeline_tests.pipeline_fixtures import ROWS_PER_DAY, YESTERDAY, Pipeline, keys_of, without_load_time
@@ -149,69 +152,64 @@ class _KilledStore(ObjectStore):
         super().put_file(key, path, content_type)
 
 
-def test_a_parquet_build_killed_half_way_publishes_no_day(pipeline: Pipeline) -> None:
-    start = YESTERDAY - timedelta(days=3)
+@dataclass(frozen=True)
+class Landed:
+    """Four days built and loaded through Dagster, and the bucket as the stages see it."""
+
+    store: ObjectStore
+    days: ExportWindow
+    keys: list[dg.AssetKey]
+    table: pl.DataFrame
+
+
+def landed_four_days(pipeline: Pipeline) -> Landed:
+    days = ExportWindow(YESTERDAY - timedelta(days=3), YESTERDAY)
     keys = keys_of(sources=[SOURCE])
-    pipeline.materialize(start, YESTERDAY, keys)
-    before = pipeline.table(SOURCE)
+    pipeline.materialize(days.start, days.end, keys)
     store = HatchStorageResource(project=pipeline.local_gcp.project, bucket=pipeline.bucket).store()
-    days = ExportWindow(start, YESTERDAY)
-    published = published_days(store, SOURCE, days)
-
-    with pytest.raises(KeyboardInterrupt):
-        build_parquet(
-            SOURCE,
-            days,
-            store=_KilledStore(store, uploads=2),
-            timezone="UTC",
-            loaded_at=datetime.now(UTC),
-            today=YESTERDAY + timedelta(days=1),
-        )
-
-    assert published_days(store, SOURCE, days) == published
-    pipeline.materialize(start, YESTERDAY, keys[2:])
-    assert pipeline.table(SOURCE).equals(before), "the BigQuery load must see only the last published build"
+    return Landed(store, days, keys, pipeline.table(SOURCE))
 
 
-def test_a_later_build_of_the_days_deletes_the_files_a_killed_build_left(pipeline: Pipeline) -> None:
-    start = YESTERDAY - timedelta(days=3)
-    keys = keys_of(sources=[SOURCE])
-    pipeline.materialize(start, YESTERDAY, keys)
-    before = pipeline.table(SOURCE)
-    store = HatchStorageResource(project=pipeline.local_gcp.project, bucket=pipeline.bucket).store()
-    days = ExportWindow(start, YESTERDAY)
-    with pytest.raises(KeyboardInterrupt):
-        build_parquet(
-            SOURCE,
-            days,
-            store=_KilledStore(store, uploads=2),
-            timezone="UTC",
-            loaded_at=datetime.now(UTC),
-            today=YESTERDAY + timedelta(days=1),
-        )
-    orphans = set(store.list(parquet_prefix(SOURCE))) - named_files(store, days)
-    assert len(orphans) == 2
-
-    # Files this young may be a build's that is still running: the default grace period keeps them.
-    young = build_parquet(
-        SOURCE, days, store=store, timezone="UTC", loaded_at=datetime.now(UTC), today=YESTERDAY + timedelta(days=1)
-    )
-    assert young.orphans_deleted == ()
-    assert orphans <= set(store.list(parquet_prefix(SOURCE)))
-
-    cleaned = build_parquet(
+def build(store: ObjectStore, days: ExportWindow, **options: Any) -> ParquetBuild:
+    return build_parquet(
         SOURCE,
         days,
         store=store,
         timezone="UTC",
         loaded_at=datetime.now(UTC),
         today=YESTERDAY + timedelta(days=1),
-        orphan_grace=timedelta(0),
+        **options,
     )
-    assert set(cleaned.orphans_deleted) == orphans
+
+
+def test_a_parquet_build_killed_half_way_publishes_no_day(pipeline: Pipeline) -> None:
+    landed = landed_four_days(pipeline)
+    published = published_days(landed.store, SOURCE, landed.days)
+
+    with pytest.raises(KeyboardInterrupt):
+        build(_KilledStore(landed.store, uploads=2), landed.days)
+
+    assert published_days(landed.store, SOURCE, landed.days) == published
+    pipeline.materialize(landed.days.start, landed.days.end, landed.keys[2:])
+    assert pipeline.table(SOURCE).equals(landed.table), "the BigQuery load must see only the last published build"
+
+
+def test_a_later_build_of_the_days_deletes_the_files_a_killed_build_left(pipeline: Pipeline) -> None:
+    landed = landed_four_days(pipeline)
+    store, days = landed.store, landed.days
+    with pytest.raises(KeyboardInterrupt):
+        build(_KilledStore(store, uploads=2), days)
+    orphans = set(store.list(parquet_prefix(SOURCE))) - named_files(store, days)
+    assert len(orphans) == 2
+
+    # Files this young may be a build's that is still running: the default grace period keeps them.
+    assert build(store, days).orphans_deleted == ()
+    assert orphans <= set(store.list(parquet_prefix(SOURCE)))
+
+    assert set(build(store, days, orphan_grace=timedelta(0)).orphans_deleted) == orphans
     assert set(store.list(parquet_prefix(SOURCE))) == named_files(store, days), "only published files are left"
-    pipeline.materialize(start, YESTERDAY, keys[2:])
-    assert without_load_time(pipeline.table(SOURCE)).equals(without_load_time(before))
+    pipeline.materialize(days.start, days.end, landed.keys[2:])
+    assert without_load_time(pipeline.table(SOURCE)).equals(without_load_time(landed.table))
 
 
 def named_files(store: ObjectStore, days: ExportWindow) -> set[str]:

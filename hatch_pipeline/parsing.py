@@ -29,7 +29,6 @@ import tempfile
 import threading
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from itertools import islice
@@ -61,7 +60,8 @@ __all__ = [
 ]
 
 HIVE_KEY: Final = "export_date"
-"""The key of the Parquet folders (`export_date=YYYY-MM-DD/`); BigQuery's hive-partitioned load adds it as a column."""
+"""The key of the Parquet folders in the bucket (`export_date=YYYY-MM-DD/`); BigQuery's hive-partitioned load adds it
+as a column, so no vendor column may take its name."""
 _MAX_FIELD_CHARS: Final = 100_000_000
 """The vendor's payload limit; Python's csv default of 128 KiB per field is too small for long email bodies."""
 
@@ -76,8 +76,6 @@ _EXPECTED_FORM: Final[dict[pl.DataType, str]] = {
     pl.Boolean(): "a boolean (true or false)",
     pl.Float64(): "a number",
 }
-_DAY_DIRECTORY: Final = HIVE_KEY
-_DAY_FILE: Final = "part-0.parquet"
 _ROW_INDEX: Final = "_row"
 _NAME_FIX: Final = (
     "Nothing was written and the stored ZIP is kept: report the column to Hatch, and re-export the window once they "
@@ -127,7 +125,7 @@ def parse_export(
     max_member_bytes: int = MAX_MEMBER_BYTES,
     part_bytes: int = PART_BYTES,
 ) -> ParsedExport:
-    """Write the export's rows to `out_dir/export_date=YYYY-MM-DD/part-0.parquet` (zstd), one file per day.
+    """Write the export's rows to `out_dir/export_date=YYYY-MM-DD.parquet` (zstd), one file per day.
 
     Each row lands on one day of the window (see `export_day`), so the days' row counts add up to the file's
     records; a mismatch fails rather than losing rows silently. Each day also counts the rows moved into the window
@@ -587,7 +585,9 @@ def _unparseable_value(
 
 
 def _day_file(day: date) -> str:
-    return f"{_DAY_DIRECTORY}={day.isoformat()}/{_DAY_FILE}"
+    """A day's file, side by side with the others: a folder per day cost a mkdir per day, which on ext4 after a
+    burst of deletions took as long as writing the day's rows."""
+    return f"{HIVE_KEY}={day.isoformat()}.parquet"
 
 
 def _moved_rows(staged: Path, day_column: str, timezone: str) -> dict[date, tuple[int, int]]:
@@ -595,7 +595,7 @@ def _moved_rows(staged: Path, day_column: str, timezone: str) -> dict[date, tupl
     staged Parquet, read in one scan (about 1 % of the parse), so no clamping goes unrecorded."""
     own_day = pl.col(day_column).dt.convert_time_zone(timezone).dt.date()
     counts = (
-        pl.scan_parquet(sorted(staged.glob(f"{_DAY_DIRECTORY}=*/{_DAY_FILE}")))
+        pl.scan_parquet(sorted(staged.glob(f"{HIVE_KEY}=*.parquet")))
         .group_by("_export_date")
         .agg(clamped=(own_day != pl.col("_export_date")).sum(), undated=pl.col(day_column).is_null().sum())
         .collect()
@@ -608,11 +608,6 @@ def _publish(staged: Path, out_dir: Path, day: date, rows: int, clamped: int, un
     target = out_dir / _day_file(day)
     if not rows:
         target.unlink(missing_ok=True)
-        with suppress(OSError):  # the day's folder too, unless something else lives there
-            target.parent.rmdir()
         return ParsedDay(day=day, path=None, rows=0)
-    if target.parent.exists():
-        (staged / _day_file(day)).replace(target)
-    else:  # the day's folder as it was staged: one rename, no folder to create
-        (staged / _day_file(day)).parent.rename(target.parent)
+    (staged / _day_file(day)).replace(target)
     return ParsedDay(day=day, path=target, rows=rows, clamped_rows=clamped, undated_rows=undated)

@@ -182,7 +182,7 @@ def test_lineage_columns_come_last_with_the_values_passed_in(tmp_path: Path) -> 
     assert frame.schema["_loaded_at"] == pl.Datetime("us", "UTC")
     lineage = frame.select(LINEAGE_COLUMNS).row(0)
     assert lineage == (date(2026, 11, 20), "gs://bucket/hatch/raw/raw-json.zip", LOADED_AT)
-    assert parsed.days[0].path == tmp_path / "out" / "export_date=2026-11-20" / "part-0.parquet"
+    assert parsed.days[0].path == tmp_path / "out" / "export_date=2026-11-20.parquet"
 
 
 FIDELITY_BODIES = [
@@ -448,10 +448,9 @@ def test_parsing_again_replaces_each_day_of_the_window(tmp_path: Path) -> None:
     parsed = parse(export_zip(tmp_path, "contact_history", NOV_19_TO_21, second, "csv"), out_dir, window=NOV_19_TO_21)
 
     assert read_all(parsed)["contact_history_id"].to_list() == ["c"]
-    assert sorted(path.relative_to(out_dir).as_posix() for path in out_dir.rglob("*.parquet")) == [
-        "export_date=2026-11-19/part-0.parquet"
+    assert sorted(path.relative_to(out_dir).as_posix() for path in out_dir.rglob("*")) == [
+        "export_date=2026-11-19.parquet"
     ]
-    assert not (out_dir / "export_date=2026-11-21").exists()
 
 
 def malformed(tmp_path: Path, member: str, text: str, part_bytes: int = PART_BYTES) -> MalformedExport:

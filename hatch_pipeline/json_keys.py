@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection
-from pathlib import Path
 from typing import Final, TypeAlias
 
 import polars as pl
@@ -58,13 +57,13 @@ def _other_than(node: _Trie) -> str:
     return "|".join(choices)
 
 
-def may_hold_other_keys(path: Path, pattern: str) -> bool:
-    """True when some line of the NDJSON file matches `pattern` (see `other_key_pattern`), searched in native code.
+def may_hold_other_keys(text: bytes, pattern: str) -> bool:
+    """True when some line of the NDJSON text matches `pattern` (see `other_key_pattern`), searched in native code.
 
     Lines are read as one text column (a JSON line holds no raw control character, so the unit separator 0x1f never
-    splits one); a file polars cannot read that way counts as a match, so the caller's exact path explains it.
+    splits one); text polars cannot read that way counts as a match, so the caller's exact path explains it.
     """
-    lines = pl.scan_csv(path, has_header=False, separator="\x1f", quote_char=None, schema={_LINE: pl.String})
+    lines = pl.scan_csv(text, has_header=False, separator="\x1f", quote_char=None, schema={_LINE: pl.String})
     try:
         found = lines.select(pl.col(_LINE).str.contains(pattern).any()).collect().item()
     except pl.exceptions.PolarsError:

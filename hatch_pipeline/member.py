@@ -1,7 +1,9 @@
-"""The export ZIP's one file, decompressed in chunks into parts that end at record boundaries.
+"""The export ZIP's one file, decompressed in chunks and cut into parts that end at record boundaries.
 
 Parts bound the memory of parsing: each part is read, typed and written on its own, so memory grows with the part
-size, not with the file. They are handed on as soon as they are complete, so parsing runs beside decompression.
+size, not with the file. They are handed on in memory as soon as they are complete, so parsing runs beside
+decompression, and nothing of the file is written to disk: the rare paths that need the whole file again (naming
+the line at fault, reading every part with keys found late) decompress the ZIP once more.
 A record boundary is a line break outside quotes: any line break in NDJSON (JSON strings cannot hold one), and in
 RFC 4180 CSV a line break after an even number of double quotes (a quote inside a quoted field is written twice).
 Every CSV part starts with the header record, so each part is a CSV file of its own.
@@ -16,10 +18,8 @@ import zipfile
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from functools import partial
-from itertools import chain
 from pathlib import Path
-from typing import BinaryIO, Final
+from typing import Final
 
 from hatch_pipeline.contract import DataSource, ExportWindow, OutputFormat
 
@@ -69,131 +69,137 @@ class MemberFile:
 
 @dataclass(frozen=True)
 class Member(MemberFile):
-    """The whole file as parts, in order, and what decompressing it counted."""
+    """What decompressing the whole file counted; `parts()` and `binary_lines()` read it again from the ZIP."""
 
-    parts: tuple[Path, ...]
     size: int
     line_breaks: int
     """b"\\n" bytes in an NDJSON file (not counted for CSV): with a final line break, the number of lines."""
     commas: int
     """b"," bytes in a CSV file (not counted for NDJSON): separators plus commas inside quoted fields."""
     ends_with_line_break: bool
-    header_bytes: int
-    """Length of the header record that every CSV part after the first repeats (0 for NDJSON)."""
+    part_bytes: int
+    max_bytes: int
+
+    def parts(self) -> Iterator[bytes]:
+        """The parts again, cut as `extract_member` cut them."""
+        yield from _Splitter(self.format, self.part_bytes).parts(_chunks(self, self.max_bytes))
 
     def binary_lines(self) -> Iterator[bytes]:
-        """The file's lines as the vendor sent them (without the byte-order mark), read back from the parts."""
-        files = [part.open("rb") for part in self.parts]
-        try:
-            for file in files[1:]:
-                file.seek(self.header_bytes)
-            yield from chain.from_iterable(files)
-        finally:
-            for file in files:
-                file.close()
+        """The file's lines as the vendor sent them (without the byte-order mark)."""
+        pending: list[bytes] = []  # the start of a line that goes on in the next chunk
+        for chunk in _chunks(self, self.max_bytes):
+            start = 0
+            while (end := chunk.find(b"\n", start) + 1) > 0:
+                yield b"".join([*pending, chunk[start:end]])
+                pending, start = [], end
+            if start < len(chunk):
+                pending.append(chunk[start:])
+        if pending:
+            yield b"".join(pending)
 
 
 def extract_member(
     zip_path: Path,
     source: DataSource,
     window: ExportWindow,
-    scratch: Path,
     *,
     max_bytes: int = MAX_MEMBER_BYTES,
     part_bytes: int = PART_BYTES,
-    on_part: Callable[[MemberFile, Path], None] = lambda *_: None,
+    on_part: Callable[[MemberFile, bytes], None] = lambda *_: None,
 ) -> Member:
     """Decompress the ZIP's one member into parts, after checking it is the file the contract names.
 
-    Parts are written to fixed names in `scratch`, never to a path taken from the archive, and each is passed to
-    `on_part` once complete, in order. A UTF-8 byte-order mark at the start is dropped (neither reader wants it).
+    Each part is passed to `on_part` once complete, in order; the last only once the whole member has been read
+    (an empty member is one empty part). Nothing is written to disk, so no name from the archive is ever a path.
     """
     stem = f"{source}_{window.start.isoformat()}_{window.end.isoformat()}"
     expected: dict[str, OutputFormat] = {f"{stem}.json": "json", f"{stem}.csv": "csv"}
     try:
         with zipfile.ZipFile(zip_path) as archive:
             infos = archive.infolist()
-            if len(infos) != 1 or infos[0].filename not in expected:
-                found = ", ".join(repr(info.filename) for info in infos) or "no member"
-                raise MalformedExport(
-                    zip_path,
-                    None,
-                    f"expected exactly one member named {stem}.json or {stem}.csv, found {found}",
-                    fix=f"Check that this ZIP is the {source} export for {window}; if it is, report it to Hatch.",
-                )
-            info = infos[0]
-
-            def too_large() -> MalformedExport:
-                return MalformedExport(
-                    zip_path,
-                    info.filename,
-                    f"the member decompresses to more than {max_bytes:,} bytes (a zip bomb, or far above "
-                    "the vendor's 100 MB payload limit)",
-                    fix="The stored ZIP is kept. If Hatch really sent this, raise max_member_bytes.",
-                )
-
-            if info.file_size > max_bytes:
-                raise too_large()
-            file = MemberFile(zip_path, info.filename, expected[info.filename])
-            splitter = _Splitter(scratch, file.format, part_bytes, partial(on_part, file))
-            with archive.open(info) as packed, splitter:
-                while chunk := packed.read(_CHUNK_BYTES):
-                    if splitter.size + len(chunk) > max_bytes:
-                        raise too_large()
-                    splitter.write(chunk)
-    except (zipfile.BadZipFile, zlib.error, EOFError) as error:
-        raise MalformedExport(zip_path, None, f"not a readable ZIP archive ({error})") from None
+    except (zipfile.BadZipFile, EOFError) as error:
+        raise _unreadable(zip_path, error) from None
+    if len(infos) != 1 or infos[0].filename not in expected:
+        found = ", ".join(repr(info.filename) for info in infos) or "no member"
+        raise MalformedExport(
+            zip_path,
+            None,
+            f"expected exactly one member named {stem}.json or {stem}.csv, found {found}",
+            fix=f"Check that this ZIP is the {source} export for {window}; if it is, report it to Hatch.",
+        )
+    file = MemberFile(zip_path, infos[0].filename, expected[infos[0].filename])
+    if infos[0].file_size > max_bytes:
+        raise _too_large(file, max_bytes)
+    splitter = _Splitter(file.format, part_bytes)
+    for part in splitter.parts(_chunks(file, max_bytes)):
+        on_part(file, part)
     return Member(
         zip_path=zip_path,
         name=file.name,
         format=file.format,
-        parts=tuple(splitter.parts),
         size=splitter.size,
         line_breaks=splitter.line_breaks,
         commas=splitter.commas,
         ends_with_line_break=splitter.last_byte == b"\n",
-        header_bytes=len(splitter.header),
+        part_bytes=part_bytes,
+        max_bytes=max_bytes,
+    )
+
+
+def _chunks(file: MemberFile, max_bytes: int) -> Iterator[bytes]:
+    """The member decompressed, a chunk at a time, without the byte-order mark; a zip bomb stops at `max_bytes`."""
+    size, first = 0, True
+    try:
+        with zipfile.ZipFile(file.zip_path) as archive, archive.open(file.name) as packed:
+            while chunk := packed.read(_CHUNK_BYTES):
+                if first:
+                    chunk, first = chunk.removeprefix(_BOM), False
+                size += len(chunk)
+                if size > max_bytes:
+                    raise _too_large(file, max_bytes)
+                yield chunk
+    except (zipfile.BadZipFile, zlib.error, EOFError) as error:
+        raise _unreadable(file.zip_path, error) from None
+
+
+def _unreadable(zip_path: Path, error: Exception) -> MalformedExport:
+    return MalformedExport(zip_path, None, f"not a readable ZIP archive ({error})")
+
+
+def _too_large(file: MemberFile, max_bytes: int) -> MalformedExport:
+    return file.malformed(
+        f"the member decompresses to more than {max_bytes:,} bytes (a zip bomb, or far above "
+        "the vendor's 100 MB payload limit)",
+        fix="The stored ZIP is kept. If Hatch really sent this, raise max_member_bytes.",
     )
 
 
 class _Splitter:
-    """Writes the decompressed chunks into parts, each cut at the first record boundary past `part_bytes`."""
+    """Cuts the decompressed chunks into parts, each at the first record boundary past `part_bytes`."""
 
-    def __init__(
-        self, scratch: Path, output_format: OutputFormat, part_bytes: int, on_part: Callable[[Path], None]
-    ) -> None:
+    def __init__(self, output_format: OutputFormat, part_bytes: int) -> None:
         self.format: OutputFormat = output_format
-        self.parts: list[Path] = []
         self.size = self.line_breaks = self.commas = 0
         self.last_byte = b""
-        self.header = b""
-        """The record every CSV part starts with (found in the first chunk; without it the file stays one part)."""
-        self._scratch = scratch
         self._part_bytes = part_bytes
-        self._on_part = on_part
+        self._header = b""
+        """The record every CSV part starts with (found in the first chunk; without it the file stays one part)."""
         self._can_cut = output_format == "json"
         self._odd_quotes = False
         """CSV: whether the text so far leaves a quoted field open."""
-        self._file: BinaryIO | None = self._open_part()
-        """The part being written; None between a part that ended with a chunk and the next chunk."""
+        self._pieces: list[memoryview] = []
         self._in_part = 0
+        self._made = 0
 
-    def __enter__(self) -> _Splitter:
-        return self
+    def parts(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
+        """The parts of the file the chunks make up, each as soon as it is complete."""
+        for chunk in chunks:
+            yield from self._cut(chunk)
+        if self._pieces or not self._made:  # an empty file is one empty part
+            yield self._part()
 
-    def __exit__(self, error: type[BaseException] | None, *_: object) -> None:
-        """Close the last part; hand it on only when the whole member was written."""
-        if self._file is None:
-            return
-        self._file.close()
-        if error is None:
-            self._on_part(self.parts[-1])
-
-    def write(self, chunk: bytes) -> None:
-        """Append a chunk, handing on each part it completes."""
+    def _cut(self, chunk: bytes) -> Iterator[bytes]:
         first = not self.size
-        if first:
-            chunk = chunk.removeprefix(_BOM)
         self.size += len(chunk)
         if self.format == "json":
             self.line_breaks += chunk.count(b"\n")
@@ -202,28 +208,24 @@ class _Splitter:
         if self.format == "csv":
             self.commas += chunk.count(b",")
             if first and (end := _Boundaries(chunk, False, quoted=True).first_from(0)) is not None:
-                self.header, self._can_cut = chunk[:end], True
+                self._header, self._can_cut = chunk[:end], True
         view = memoryview(chunk)  # slices of a view are not copies
         start = 0
         while self._can_cut and (cut := boundaries.first_from(start + self._part_bytes - self._in_part)) is not None:
-            file = self._file or self._open_part()
-            file.write(view[start:cut])
-            file.close()
-            self._file = None
-            self._on_part(self.parts[-1])
-            start, self._in_part = cut, 0
+            self._pieces.append(view[start:cut])
+            yield self._part()
+            start = cut
         if start < len(chunk):
-            self._file = self._file or self._open_part()
-            self._file.write(view[start:])
+            self._pieces.append(view[start:])
             self._in_part += len(chunk) - start
         self._odd_quotes = boundaries.odd_at_end()
 
-    def _open_part(self) -> BinaryIO:
-        path = self._scratch / f"member-{len(self.parts):05d}.{self.format}"
-        self.parts.append(path)
-        file = path.open("wb")
-        file.write(self.header)
-        return file
+    def _part(self) -> bytes:
+        """The part the pieces so far make up (after the first, a CSV part starts with the header); a new one starts."""
+        part = b"".join([self._header if self._made else b"", *self._pieces])
+        self._pieces, self._in_part = [], 0
+        self._made += 1
+        return part
 
 
 class _Boundaries:

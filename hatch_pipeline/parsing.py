@@ -24,6 +24,7 @@ Values arrive as the vendor sent them wherever the format can say it:
 from __future__ import annotations
 
 import csv
+import io
 import json
 import tempfile
 import threading
@@ -69,6 +70,9 @@ _TIMESTAMP_FORMAT: Final = "%Y-%m-%dT%H:%M:%S%.f%#z"
 """ISO-8601 with a `Z` or a `±hh:mm` offset; the fraction is optional (chrono's `%.f`)."""
 _SECONDS_FORMAT: Final = "%Y-%m-%dT%H:%M:%S"
 """Its first 19 characters, which polars parses in native code (see `_utc_timestamp`)."""
+
+_PARTS_IN_FLIGHT: Final = 2
+"""Parts handed on and not yet typed: one being typed while the next waits; more held memory and gained nothing."""
 
 _BOOLEANS: Final = {"true": True, "false": False}
 _EXPECTED_FORM: Final[dict[pl.DataType, str]] = {
@@ -149,16 +153,12 @@ def parse_export(
     # Scratch space inside out_dir, so finished files move into place by rename and a failure leaves nothing.
     with (
         tempfile.TemporaryDirectory(prefix=".parsing-", dir=out_dir) as scratch,
-        _Parts(schema, lineage, DayFiles(Path(scratch) / "days", "_export_date", _day_file)) as parts,
+        _Parts(
+            schema, lineage, _moved(day_column, timezone), DayFiles(Path(scratch) / "days", "_export_date", _day_file)
+        ) as parts,
     ):
         member = extract_member(
-            zip_path,
-            source,
-            window,
-            Path(scratch),
-            max_bytes=max_member_bytes,
-            part_bytes=part_bytes,
-            on_part=parts.submit,
+            zip_path, source, window, max_bytes=max_member_bytes, part_bytes=part_bytes, on_part=parts.submit
         )
         parts.finish(member)
         present = parts.columns
@@ -166,9 +166,8 @@ def parse_export(
         if present:
             _check_record_count(member, rows, len(present), parts.commas_in_values)
         staged_rows = {day: parts.days.rows.get(day, 0) for day in window.dates()}
-        moved = _moved_rows(Path(scratch) / "days", day_column, timezone) if rows else {}
         days = tuple(
-            _publish(Path(scratch) / "days", out_dir, day, count, *moved.get(day, (0, 0)))
+            _publish(Path(scratch) / "days", out_dir, day, count, *parts.moved.get(day, (0, 0)))
             for day, count in staged_rows.items()
         )
     extras = sorted(present.keys() - schema.columns.keys())
@@ -191,16 +190,22 @@ class _Parts:
     work too: `finish` explains it from the whole member, by line.
     """
 
-    def __init__(self, schema: SourceSchema, lineage: Mapping[str, pl.Expr], days: DayFiles) -> None:
+    def __init__(
+        self, schema: SourceSchema, lineage: Mapping[str, pl.Expr], moved: Mapping[str, pl.Expr], days: DayFiles
+    ) -> None:
         self.columns: dict[str, pl.DataType] = {}
         """The file's columns in its order, with the type polars inferred (CSV: all text)."""
         self.commas_in_values = 0
+        self.moved: dict[date, tuple[int, int]] = {}
+        """Per day, the rows `export_day` moved there: (dated outside the window, undated)."""
         self.days = days
         self._schema = schema
         self._lineage = lineage
+        self._moved = moved
         self._searches = ThreadPoolExecutor(1, thread_name_prefix="hatch-parse-search")
         self._conversions = ThreadPoolExecutor(1, thread_name_prefix="hatch-parse")
         self._pending: list[Future[None]] = []
+        self._room = threading.Semaphore(_PARTS_IN_FLIGHT)
         self._other_keys: str | None = None
         """NDJSON: the expression for a key that is neither documented nor among the first part's keys."""
         self._columns_settled = threading.Event()
@@ -216,28 +221,33 @@ class _Parts:
         self._conversions.shutdown(cancel_futures=True)
         self.days.close()
 
-    def submit(self, file: MemberFile, part: Path) -> None:
+    def submit(self, file: MemberFile, part: bytes) -> None:
+        """Queue a part; waits while `_PARTS_IN_FLIGHT` parts are not yet written, so decompression running ahead
+        holds at most that many in memory."""
+        self._room.acquire()
         first = not self._pending
         search = None if first or file.format != "json" else self._searches.submit(self._may_hold_other_keys, part)
-        self._pending.append(self._conversions.submit(self._convert, file, part, first, search))
+        conversion = self._conversions.submit(self._convert, file, part, first, search)
+        conversion.add_done_callback(lambda _: self._room.release())
+        self._pending.append(conversion)
 
     def finish(self, member: Member) -> None:
         """Wait for the work; then explain its failure, or parse every part again if a later one held a new key."""
         for pending in self._pending:
             pending.result()
         if self._failure is not None:
-            present = _text_columns(member, self._schema, self.columns)
-            raise _explain(member, self._failure, _scan_text(member, present), self._schema, present)
+            raise _explain(member, self._failure, self._schema, _text_columns(member, self._schema, self.columns))
         if self._new_keys:
             self.columns = _inferred_columns(member)
             _check_column_names(member, self._schema, self.columns)
             self.days.discard()
             self.commas_in_values = 0
-            for part in member.parts:
+            self.moved = {}
+            for part in member.parts():
                 self._write(member, part)
         self.days.close()
 
-    def _convert(self, file: MemberFile, part: Path, first: bool, search: Future[bool] | None) -> None:
+    def _convert(self, file: MemberFile, part: bytes, first: bool, search: Future[bool] | None) -> None:
         if self._new_keys or self._failure is not None:
             return
         try:
@@ -253,35 +263,45 @@ class _Parts:
         except pl.exceptions.PolarsError as error:
             self._failure = error
 
-    def _settle_columns(self, file: MemberFile, part: Path) -> None:
+    def _settle_columns(self, file: MemberFile, part: bytes) -> None:
         self.columns = _columns_of(file, part)
         _check_column_names(file, self._schema, self.columns)
         if file.format == "json":
             self._other_keys = other_key_pattern({*self._schema.columns, *self.columns})
 
-    def _may_hold_other_keys(self, part: Path) -> bool:
+    def _may_hold_other_keys(self, part: bytes) -> bool:
         """The cheap search, once the first part has settled the columns (a first part that failed: no search)."""
         self._columns_settled.wait()
         return self._other_keys is not None and may_hold_other_keys(part, self._other_keys)
 
-    def _holds_new_keys(self, file: MemberFile, part: Path) -> bool:
+    def _holds_new_keys(self, file: MemberFile, part: bytes) -> bool:
         """Whether an NDJSON part in which the search found a candidate holds a key neither documented nor in the
         first part, inferred exactly."""
         return bool(_inferred(file, part).keys() - self._schema.columns.keys() - self.columns.keys())
 
-    def _write(self, file: MemberFile, part: Path) -> None:
+    def _write(self, file: MemberFile, part: bytes) -> None:
         """Read a part as text, type it and append it to the day files."""
         if not self.columns:
             return  # an empty file
         present = _text_columns(file, self._schema, self.columns)
-        if file.format == "json":
-            text = pl.read_ndjson(part, schema=dict.fromkeys(present, pl.String))
-        else:
-            text = pl.read_csv(part, infer_schema=False)
+        text = _read_text(file, part, present)
+        if file.format == "csv":
             commas = (pl.col(name).str.count_matches(",", literal=True).sum() for name in text.columns)
             self.commas_in_values += int(text.select(pl.sum_horizontal(commas)).item())
         extras = sorted(self.columns.keys() - self._schema.columns.keys())
-        self.days.write(_typed_rows(text, self._schema, present, extras).with_columns(**self._lineage))
+        rows = _typed_rows(text, self._schema, present, extras).with_columns(**self._lineage)
+        self._count_moved(rows)
+        self.days.write(rows)
+
+    def _count_moved(self, rows: pl.DataFrame) -> None:
+        """Add up the rows moved into the window, per day; grouped by day only in a part that has any."""
+        sums = {name: flag.sum() for name, flag in self._moved.items()}
+        if not any(rows.select(**sums).row(0)):
+            return
+        counts = rows.group_by("_export_date").agg(**sums)
+        for day, clamped, undated in counts.iter_rows():
+            before = self.moved.get(day, (0, 0))
+            self.moved[day] = (before[0] + clamped, before[1] + undated)
 
 
 def _text_columns(file: MemberFile, schema: SourceSchema, columns: Collection[str]) -> list[str]:
@@ -326,15 +346,15 @@ def _check_timezone(timezone: str) -> None:
         ) from None
 
 
-def _columns_of(file: MemberFile, part: Path) -> dict[str, pl.DataType]:
+def _columns_of(file: MemberFile, part: bytes) -> dict[str, pl.DataType]:
     """The columns of the file's first part, in its order, with the type polars infers (CSV: all text).
 
     NDJSON: the keys polars infers over the whole part. CSV: the header, read with Python's csv module so that
     duplicate names are seen as they are (polars renames them).
     """
     if file.format == "json":
-        return _inferred(file, part) if part.stat().st_size else {}
-    with part.open(encoding="utf-8", newline="") as text:
+        return _inferred(file, part) if part else {}
+    with io.TextIOWrapper(io.BytesIO(part), encoding="utf-8", newline="") as text:
         try:
             header = next(csv.reader(text, strict=True), [])
         except (csv.Error, UnicodeDecodeError) as error:
@@ -345,7 +365,7 @@ def _columns_of(file: MemberFile, part: Path) -> dict[str, pl.DataType]:
     return dict.fromkeys(header, pl.String())
 
 
-def _inferred(file: MemberFile, part: Path) -> dict[str, pl.DataType]:
+def _inferred(file: MemberFile, part: bytes) -> dict[str, pl.DataType]:
     """The keys of an NDJSON part and their types, as polars infers them over every line of it."""
     return dict(pl.scan_ndjson(part, infer_schema_length=None).collect_schema())
 
@@ -353,7 +373,7 @@ def _inferred(file: MemberFile, part: Path) -> dict[str, pl.DataType]:
 def _inferred_columns(member: Member) -> dict[str, pl.DataType]:
     """The keys of every part, in the order they first appear, each with the supertype of its inferred types."""
     columns: dict[str, pl.DataType] = {}
-    for part in member.parts:
+    for part in member.parts():
         for name, dtype in _inferred(member, part).items():
             columns[name] = _supertype(columns.get(name, pl.Null()), dtype)
     return columns
@@ -465,12 +485,11 @@ def _csv_record_lines(member: Member, lines: Iterator[str]) -> Iterator[int]:
         raise member.malformed(f"the row is not valid CSV ({error})", start) from None
 
 
-def _scan_text(member: Member, columns: Collection[str]) -> pl.LazyFrame:
-    """Every column of every part as text, as `_Parts` reads them (only to explain a failure, by row)."""
-    parts = list(member.parts)
-    if member.format == "json":
-        return pl.scan_ndjson(parts, schema=dict.fromkeys(columns, pl.String))
-    return pl.scan_csv(parts, infer_schema=False)
+def _read_text(file: MemberFile, part: bytes, columns: Collection[str]) -> pl.DataFrame:
+    """Every column of a part as text (CSV: the part's header; NDJSON: `columns`)."""
+    if file.format == "json":
+        return pl.read_ndjson(part, schema=dict.fromkeys(columns, pl.String))
+    return pl.read_csv(part, infer_schema=False)
 
 
 def _typed(name: str, dtype: pl.DataType, *, strict: bool) -> pl.Expr:
@@ -548,40 +567,39 @@ def _check_record_count(member: Member, rows: int, columns: int, commas_in_value
 
 
 def _explain(
-    member: Member,
-    error: pl.exceptions.PolarsError,
-    text: pl.LazyFrame | None = None,
-    schema: SourceSchema | None = None,
-    present: Collection[str] = (),
+    member: Member, error: pl.exceptions.PolarsError, schema: SourceSchema, present: Collection[str]
 ) -> MalformedExport:
     """Why polars failed, named by line: the Python pass raises at the first broken record; otherwise the first
     value that does not parse as its documented type; otherwise polars' own words."""
     _record_count(member)
-    if text is not None and schema is not None:
-        unparseable = _unparseable_value(member, text, schema, present)
-        if unparseable is not None:
-            return unparseable
+    unparseable = _unparseable_value(member, schema, present)
+    if unparseable is not None:
+        return unparseable
     return member.malformed(f"polars could not read it ({str(error).splitlines()[0]})")
 
 
-def _unparseable_value(
-    member: Member, text: pl.LazyFrame, schema: SourceSchema, present: Collection[str]
-) -> MalformedExport | None:
-    """The first value that does not parse as its documented type, with its line."""
+def _unparseable_value(member: Member, schema: SourceSchema, present: Collection[str]) -> MalformedExport | None:
+    """The first value that does not parse as its documented type, with its line (read part by part, as
+    `_Parts` reads them, so the row numbers are polars')."""
     checks = {
         name: pl.col(name).is_not_null() & (pl.col(name) != "") & _typed(name, dtype, strict=False).is_null()
         for name, dtype in schema.columns.items()
         if name in present and dtype != pl.String()
     }
-    if not checks:
-        return None
-    found = text.with_row_index(_ROW_INDEX).filter(pl.any_horizontal(*checks.values())).head(1).collect()
-    if found.is_empty():
-        return None
-    name = next(name for name, check in checks.items() if found.select(check).item())
-    value: str = found.item(0, name)
-    line = _line_of_row(member, found.item(0, _ROW_INDEX))
-    return member.malformed(f"{name} holds {value[:60]!r}, which is not {_EXPECTED_FORM[schema.columns[name]]}", line)
+    rows = 0
+    for part in member.parts() if checks else ():
+        text = _read_text(member, part, present)
+        found = text.with_row_index(_ROW_INDEX, rows).filter(pl.any_horizontal(*checks.values())).head(1)
+        rows += text.height
+        if found.is_empty():
+            continue
+        name = next(name for name, check in checks.items() if found.select(check).item())
+        value: str = found.item(0, name)
+        line = _line_of_row(member, found.item(0, _ROW_INDEX))
+        return member.malformed(
+            f"{name} holds {value[:60]!r}, which is not {_EXPECTED_FORM[schema.columns[name]]}", line
+        )
+    return None
 
 
 def _day_file(day: date) -> str:
@@ -590,17 +608,10 @@ def _day_file(day: date) -> str:
     return f"{HIVE_KEY}={day.isoformat()}.parquet"
 
 
-def _moved_rows(staged: Path, day_column: str, timezone: str) -> dict[date, tuple[int, int]]:
-    """Per day, the staged rows `export_day` moved there: (dated outside the window, undated). Two columns of the
-    staged Parquet, read in one scan (about 1 % of the parse), so no clamping goes unrecorded."""
+def _moved(day_column: str, timezone: str) -> dict[str, pl.Expr]:
+    """Per row, whether `export_day` moved it into the window: dated outside it, or undated."""
     own_day = pl.col(day_column).dt.convert_time_zone(timezone).dt.date()
-    counts = (
-        pl.scan_parquet(sorted(staged.glob(f"{HIVE_KEY}=*.parquet")))
-        .group_by("_export_date")
-        .agg(clamped=(own_day != pl.col("_export_date")).sum(), undated=pl.col(day_column).is_null().sum())
-        .collect()
-    )
-    return {day: (clamped, undated) for day, clamped, undated in counts.iter_rows()}
+    return {"clamped": own_day != pl.col("_export_date"), "undated": pl.col(day_column).is_null()}
 
 
 def _publish(staged: Path, out_dir: Path, day: date, rows: int, clamped: int, undated: int) -> ParsedDay:

@@ -376,7 +376,8 @@ def test_rows_of_a_multi_day_export_go_to_their_day_in_the_configured_timezone(
     assert read_all(parsed)["_export_date"].to_list() == [expected_day]
 
 
-def test_rows_outside_the_window_or_undated_land_on_its_nearest_edge(tmp_path: Path) -> None:
+@pytest.mark.parametrize("part_bytes", [PART_BYTES, 1], ids=["one part", "a part per row"])
+def test_rows_outside_the_window_or_undated_land_on_its_nearest_edge(tmp_path: Path, part_bytes: int) -> None:
     rows = [
         contact("before", "2026-11-01T00:00:00Z"),
         contact("first", "2026-11-19T00:00:00Z"),
@@ -386,7 +387,7 @@ def test_rows_outside_the_window_or_undated_land_on_its_nearest_edge(tmp_path: P
     ]
     rows.append({key: value for key, value in contact("missing", None).items() if key != "updated_at"})
     zip_path = export_zip(tmp_path, "contact_history", NOV_19_TO_21, rows)
-    parsed = parse(zip_path, tmp_path / "out", window=NOV_19_TO_21)
+    parsed = parse(zip_path, tmp_path / "out", window=NOV_19_TO_21, part_bytes=part_bytes)
 
     assert [day.day for day in parsed.days] == list(NOV_19_TO_21.dates())
     assert parsed.rows == sum(day.rows for day in parsed.days) == len(rows)
@@ -399,7 +400,7 @@ def test_rows_outside_the_window_or_undated_land_on_its_nearest_edge(tmp_path: P
         "null": date(2026, 11, 21),
         "missing": date(2026, 11, 21),
     }
-    # Counted per day, so the rows_inside_export_window check can name them.
+    # Counted per day (added up over the parts), so the rows_inside_export_window check can name them.
     assert [(day.clamped_rows, day.undated_rows) for day in parsed.days] == [(1, 0), (0, 0), (1, 2)]
 
 

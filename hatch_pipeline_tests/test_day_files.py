@@ -1,5 +1,6 @@
 """Rows appended a batch at a time into one Parquet file per day: each day's rows in the order they came, whether
-the days arrive one after the other or interleaved, with Parquet's own types."""
+the days arrive one after the other or interleaved (also when a day comes back after its file was finished), with
+Parquet's own types."""
 
 from __future__ import annotations
 
@@ -63,3 +64,21 @@ def test_discard_deletes_what_was_written(tmp_path: Path) -> None:
 
     assert not (tmp_path / file_of(NOV_20)).exists()
     assert pl.read_parquet(tmp_path / file_of(NOV_21))["n"].to_list() == [3]
+
+
+def test_a_day_that_comes_back_after_a_batch_passed_it_over_keeps_all_its_rows(tmp_path: Path) -> None:
+    nov_22 = date(2026, 11, 22)
+    with DayFiles(tmp_path, "day", file_of) as days:
+        days.write(batch([(NOV_20, 1), (NOV_21, 2)]))
+        days.write(batch([(NOV_21, 3), (nov_22, 4)]))  # passes over Nov 20: its file is finished
+        days.write(batch([(NOV_20, 5), (nov_22, 6)]))  # Nov 20 after all
+        days.write(batch([(nov_22, 7)]))
+        days.write(batch([(NOV_20, 8)]))  # and again: from its return on it stays open
+        days.close()
+        rows = dict(days.rows)
+
+    assert rows == {NOV_20: 3, NOV_21: 2, nov_22: 3}
+    assert pl.read_parquet(tmp_path / file_of(NOV_20))["n"].to_list() == [1, 5, 8]
+    assert pl.read_parquet(tmp_path / file_of(NOV_21))["n"].to_list() == [2, 3]
+    assert pl.read_parquet(tmp_path / file_of(nov_22))["n"].to_list() == [4, 6, 7]
+    assert pl.read_parquet(tmp_path / file_of(NOV_20)).schema == batch([]).schema

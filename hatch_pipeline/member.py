@@ -15,13 +15,13 @@ can check the number of records polars read without reading the file again.
 from __future__ import annotations
 
 import zipfile
-import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
 from hatch_pipeline.contract import DataSource, ExportWindow, OutputFormat
+from hatch_pipeline.zip_stream import UnreadableMember, member_chunks
 
 __all__ = ["MAX_MEMBER_BYTES", "PART_BYTES", "MalformedExport", "Member", "MemberFile", "extract_member"]
 
@@ -150,15 +150,16 @@ def _chunks(file: MemberFile, max_bytes: int) -> Iterator[bytes]:
     """The member decompressed, a chunk at a time, without the byte-order mark; a zip bomb stops at `max_bytes`."""
     size, first = 0, True
     try:
-        with zipfile.ZipFile(file.zip_path) as archive, archive.open(file.name) as packed:
-            while chunk := packed.read(_CHUNK_BYTES):
-                if first:
-                    chunk, first = chunk.removeprefix(_BOM), False
-                size += len(chunk)
-                if size > max_bytes:
-                    raise _too_large(file, max_bytes)
-                yield chunk
-    except (zipfile.BadZipFile, zlib.error, EOFError) as error:
+        with zipfile.ZipFile(file.zip_path) as archive:
+            info = archive.getinfo(file.name)
+        for chunk in member_chunks(file.zip_path, info, _CHUNK_BYTES):
+            if first:
+                chunk, first = chunk.removeprefix(_BOM), False
+            size += len(chunk)
+            if size > max_bytes:
+                raise _too_large(file, max_bytes)
+            yield chunk
+    except (zipfile.BadZipFile, UnreadableMember) as error:
         raise _unreadable(file.zip_path, error) from None
 
 

@@ -28,6 +28,7 @@ import csv
 import io
 import json
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -36,7 +37,7 @@ import time
 import zipfile
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -308,12 +309,25 @@ def measure(variant: str, export: Export, out_dir: Path) -> Measurement:
     return Measurement(**json.loads(completed.stdout.splitlines()[-1]))
 
 
+def _summary(rounds: Sequence[Measurement]) -> Measurement:
+    """A variant's rounds as one: the median time, and the memory of the round that grew most (the target is a
+    ceiling)."""
+    worst = max(rounds, key=lambda result: result.peak_anonymous_mb - result.start_anonymous_mb)
+    return replace(worst, seconds=statistics.median(result.seconds for result in rounds))
+
+
+def _paired_speed(baseline: Sequence[Measurement], rounds: Sequence[Measurement]) -> float:
+    """Throughput against the baseline as the median of each round's ratio: a variant is compared with the baseline
+    run just before or after it, so the machine's speed drifting over minutes (a shared host) cancels out."""
+    return statistics.median(base.seconds / result.seconds for base, result in zip(baseline, rounds, strict=True))
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mb", type=float, nargs="+", default=[10.0, 100.0], help="export sizes, uncompressed MB")
     parser.add_argument("--format", choices=("json", "csv", "both"), default="both", help="export format(s)")
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
-    parser.add_argument("--repeat", type=int, default=2, help="runs per variant; the fastest counts (shared machine)")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds of every variant (medians count: shared machine)")
     args = parser.parse_args(argv)
     formats: tuple[OutputFormat, ...] = ("json", "csv") if args.format == "both" else (args.format,)
 
@@ -333,11 +347,10 @@ def main(argv: Sequence[str] | None = None) -> None:
                 for round_ in range(args.repeat):
                     for name in args.variants:
                         runs[name].append(measure(name, export, directory / f"{output_format}-{name}-{round_}"))
-                measured = {name: min(results, key=lambda result: result.seconds) for name, results in runs.items()}
-                polars_seconds = measured["polars"].seconds if "polars" in measured else None
-                for name, result in measured.items():
+                for name, rounds in runs.items():
+                    result = _summary(rounds)
+                    speed = _paired_speed(runs["polars"], rounds) if "polars" in runs else float("nan")
                     anon_growth = result.peak_anonymous_mb - result.start_anonymous_mb
-                    speed = (polars_seconds / result.seconds) if polars_seconds else float("nan")
                     table.append(
                         [
                             f"{output_format} {mb:g} MB {name}",
@@ -354,6 +367,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                     )
                     results.append(
                         {"format": output_format, "input_mb": round(input_mb, 1), "variant": name}
+                        | {"rounds": len(rounds)}
                         | asdict(result)
                         | {"mb_per_s": round(input_mb / result.seconds, 1), "speed_vs_polars": round(speed, 2)}
                     )

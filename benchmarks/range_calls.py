@@ -6,7 +6,7 @@ days run one day per run (what a per-partition schedule or a backfill without a 
 
 Everything runs locally: the sandbox API, the GCS emulator and the BigQuery emulator. Calls are counted on the
 official clients' HTTP sessions (one per request, pages included); a BigQuery job is a `POST .../jobs`. Calls to
-`raw/` (the raw stage's per-day pointers, read by the Parquet stage) are shown apart, as that layout belongs to
+`raw/` (the stored ZIPs and their manifests, which the Parquet stage reads) are shown apart, as that layout belongs to
 the raw stage.
 
     .venv/bin/python -m benchmarks.range_calls [--days 1 30 180] [--per-day-days 30] [--rows-per-day 20]

@@ -37,10 +37,12 @@ SOURCE: DataSource = "conversation_items"
 BOM = "\ufeff".encode()
 
 
-def declaring_size(archive: bytes, size: int) -> bytes:
-    """The ZIP with its one member's uncompressed size in the central directory changed: how a zip bomb looks."""
+def declaring(archive: bytes, field: str, value: int) -> bytes:
+    """The ZIP with a field of its one member's central directory entry changed: the uncompressed size (how a zip
+    bomb looks) or the CRC-32 (how corrupt data looks)."""
     patched = bytearray(archive)
-    struct.pack_into("<I", patched, archive.rindex(b"PK\x01\x02") + 24, size)
+    offset = {"crc32": 16, "size": 24}[field]
+    struct.pack_into("<I", patched, archive.rindex(b"PK\x01\x02") + offset, value)
     return bytes(patched)
 
 
@@ -83,7 +85,8 @@ CASES = (
     Case("two members", lambda name, data: zip_of((name, data), ("notes.txt", b"x")), ("found '", "'notes.txt'")),
     Case("wrong member name", lambda _, data: zip_of(("export.json", data)), ("expected exactly one member",)),
     Case("path traversal", lambda name, data: zip_of((f"../../{name}", data)), ("found '../../",)),
-    Case("zip bomb", lambda name, data: declaring_size(zip_of((name, data)), 4_000_000_000), ("zip bomb",)),
+    Case("zip bomb", lambda name, data: declaring(zip_of((name, data)), "size", 4_000_000_000), ("zip bomb",)),
+    Case("corrupt member", lambda name, data: declaring(zip_of((name, data)), "crc32", 1), ("bad CRC-32",)),
     Case("truncated ZIP", lambda name, data: zip_of((name, data))[:-200], ("not a readable ZIP archive",)),
     Case("malformed JSON line", lambda name, data: zip_of((name, with_broken_line(data, 3))), ("line 3", "JSON")),
 )

@@ -79,15 +79,17 @@ class Member(MemberFile):
     ends_with_line_break: bool
     part_bytes: int
     max_bytes: int
+    info: zipfile.ZipInfo
+    """The member's entry in the archive's directory, so reading it again need not read the directory again."""
 
     def parts(self) -> Iterator[bytes]:
         """The parts again, cut as `extract_member` cut them."""
-        yield from _Splitter(self.format, self.part_bytes).parts(_chunks(self, self.max_bytes))
+        yield from _Splitter(self.format, self.part_bytes).parts(_chunks(self, self.info, self.max_bytes))
 
     def binary_lines(self) -> Iterator[bytes]:
         """The file's lines as the vendor sent them (without the byte-order mark)."""
         pending: list[bytes] = []  # the start of a line that goes on in the next chunk
-        for chunk in _chunks(self, self.max_bytes):
+        for chunk in _chunks(self, self.info, self.max_bytes):
             start = 0
             while (end := chunk.find(b"\n", start) + 1) > 0:
                 yield b"".join([*pending, chunk[start:end]])
@@ -127,11 +129,12 @@ def extract_member(
             f"expected exactly one member named {stem}.json or {stem}.csv, found {found}",
             fix=f"Check that this ZIP is the {source} export for {window}; if it is, report it to Hatch.",
         )
-    file = MemberFile(zip_path, infos[0].filename, expected[infos[0].filename])
-    if infos[0].file_size > max_bytes:
+    [info] = infos
+    file = MemberFile(zip_path, info.filename, expected[info.filename])
+    if info.file_size > max_bytes:
         raise _too_large(file, max_bytes)
     splitter = _Splitter(file.format, part_bytes)
-    for part in splitter.parts(_chunks(file, max_bytes)):
+    for part in splitter.parts(_chunks(file, info, max_bytes)):
         on_part(file, part)
     return Member(
         zip_path=zip_path,
@@ -143,15 +146,14 @@ def extract_member(
         ends_with_line_break=splitter.last_byte == b"\n",
         part_bytes=part_bytes,
         max_bytes=max_bytes,
+        info=info,
     )
 
 
-def _chunks(file: MemberFile, max_bytes: int) -> Iterator[bytes]:
+def _chunks(file: MemberFile, info: zipfile.ZipInfo, max_bytes: int) -> Iterator[bytes]:
     """The member decompressed, a chunk at a time, without the byte-order mark; a zip bomb stops at `max_bytes`."""
     size, first = 0, True
     try:
-        with zipfile.ZipFile(file.zip_path) as archive:
-            info = archive.getinfo(file.name)
         for chunk in member_chunks(file.zip_path, info, _CHUNK_BYTES):
             if first:
                 chunk, first = chunk.removeprefix(_BOM), False
@@ -159,7 +161,7 @@ def _chunks(file: MemberFile, max_bytes: int) -> Iterator[bytes]:
             if size > max_bytes:
                 raise _too_large(file, max_bytes)
             yield chunk
-    except (zipfile.BadZipFile, UnreadableMember) as error:
+    except UnreadableMember as error:
         raise _unreadable(file.zip_path, error) from None
 
 

@@ -40,25 +40,20 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import polars as pl
 
 from hatch_pipeline.contract import DataSource, ExportWindow
-from hatch_pipeline.day_files import DayFiles
-from hatch_pipeline.json_keys import may_hold_other_keys, other_key_pattern
-from hatch_pipeline.member import MAX_MEMBER_BYTES, PART_BYTES, MalformedExport, Member, MemberFile, extract_member
+from hatch_pipeline.parsing.day_files import DayFiles
+from hatch_pipeline.parsing.json_keys import may_hold_other_keys, other_key_pattern
+from hatch_pipeline.parsing.member import (
+    MAX_MEMBER_BYTES,
+    PART_BYTES,
+    MalformedExport,
+    Member,
+    MemberFile,
+    extract_member,
+)
 from hatch_pipeline.schemas import LINEAGE_COLUMNS, SCHEMAS, TIMESTAMP, SourceSchema
 from hatch_pipeline.warehouse import column_name_problem
 
-__all__ = [
-    "HIVE_KEY",
-    "LINEAGE_COLUMNS",
-    "MAX_MEMBER_BYTES",
-    "PART_BYTES",
-    "SCHEMAS",
-    "MalformedExport",
-    "ParsedDay",
-    "ParsedExport",
-    "SourceSchema",
-    "export_day",
-    "parse_export",
-]
+__all__ = ["HIVE_KEY", "ParsedDay", "ParsedExport", "export_day", "parse_export"]
 
 HIVE_KEY: Final = "export_date"
 """The key of the Parquet folders in the bucket (`export_date=YYYY-MM-DD/`); BigQuery's hive-partitioned load adds it

@@ -1,38 +1,23 @@
-"""A stored export ZIP → one Parquet file per day, with polars.
+"""A stored export ZIP → one Parquet file per day, with polars: the fast path, from the ZIP to the published days.
 
 The happy path runs in native code and in bounded memory: the ZIP's member is decompressed in chunks into parts
 that end at record boundaries (see `member.py`: a UTF-8 byte-order mark is dropped, line breaks and CSV commas are
-counted on the way). A worker thread turns each part, as soon as it is complete, into typed rows appended to one
-Parquet file per day (`day_files.py`), so parsing runs beside decompression and memory holds a part or two,
-never the file. The columns come from the CSV header, or from the keys polars infers over the first NDJSON part;
-every later NDJSON part is searched for any other key (`json_keys.py`, much cheaper than inferring), and if one
-turns up the keys are inferred over every part and the parts are parsed again, so a column that first appears deep
-inside a file is kept. The names are checked against what BigQuery accepts before any row is written. The
-record-by-record Python pass runs only when polars fails or the counts disagree, to name the line at fault.
-
-Values arrive as the vendor sent them wherever the format can say it:
-- NDJSON: every value is read as text first. "" stays "", null (or a missing key) stays null, numbers and
-  booleans keep their JSON text (polars writes numbers in their shortest form: 1.0 becomes "1", 1e-7
-  "0.0000001"), objects and arrays become their JSON text.
-- CSV (RFC 4180): an unquoted empty field is null, a quoted empty field ("") is the empty string. The vendor writes
-  null and "" alike as an empty field, so its CSV cannot carry "": such values arrive as null.
-- Documented typed columns (timestamps, booleans, numbers) parse strictly; an empty string there is null.
-- Columns the vendor adds stay text whatever JSON type their values have, so a column whose values change type
-  from one export to the next keeps every value; `ParsedExport.text_columns` names those that held non-text JSON.
+counted on the way). A worker thread turns each part, as soon as it is complete, into typed rows (`values.py`)
+appended to one Parquet file per day (`day_files.py`), so parsing runs beside decompression and memory holds a
+part or two, never the file. The first part settles the columns (`columns.py`); every later NDJSON part is searched
+for any other key (`json_keys.py`, much cheaper than inferring), and if one turns up the keys are inferred over
+every part and the parts are parsed again. The record-by-record Python pass (`explain.py`) runs only when polars
+fails or the counts disagree, to name the line at fault.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import tempfile
 import threading
-from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections.abc import Collection, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from itertools import islice
 from pathlib import Path
 from typing import Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -40,46 +25,18 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import polars as pl
 
 from hatch_pipeline.contract import DataSource, ExportWindow
+from hatch_pipeline.parsing.columns import HIVE_KEY, check_column_names, columns_of, inferred_columns, inferred_keys
 from hatch_pipeline.parsing.day_files import DayFiles
+from hatch_pipeline.parsing.explain import check_record_count, explain
 from hatch_pipeline.parsing.json_keys import may_hold_other_keys, other_key_pattern
-from hatch_pipeline.parsing.member import (
-    MAX_MEMBER_BYTES,
-    PART_BYTES,
-    MalformedExport,
-    Member,
-    MemberFile,
-    extract_member,
-)
+from hatch_pipeline.parsing.member import MAX_MEMBER_BYTES, PART_BYTES, Member, MemberFile, extract_member
+from hatch_pipeline.parsing.values import read_text, typed_rows
 from hatch_pipeline.schemas import LINEAGE_COLUMNS, SCHEMAS, TIMESTAMP, SourceSchema
-from hatch_pipeline.warehouse import column_name_problem
 
-__all__ = ["HIVE_KEY", "ParsedDay", "ParsedExport", "export_day", "parse_export"]
-
-HIVE_KEY: Final = "export_date"
-"""The key of the Parquet folders in the bucket (`export_date=YYYY-MM-DD/`); BigQuery's hive-partitioned load adds it
-as a column, so no vendor column may take its name."""
-_MAX_FIELD_CHARS: Final = 100_000_000
-"""The vendor's payload limit; Python's csv default of 128 KiB per field is too small for long email bodies."""
-
-_TIMESTAMP_FORMAT: Final = "%Y-%m-%dT%H:%M:%S%.f%#z"
-"""ISO-8601 with a `Z` or a `±hh:mm` offset; the fraction is optional (chrono's `%.f`)."""
-_SECONDS_FORMAT: Final = "%Y-%m-%dT%H:%M:%S"
-"""Its first 19 characters, which polars parses in native code (see `_utc_timestamp`)."""
+__all__ = ["ParsedDay", "ParsedExport", "export_day", "parse_export"]
 
 _PARTS_IN_FLIGHT: Final = 2
 """Parts handed on and not yet typed: one being typed while the next waits; more held memory and gained nothing."""
-
-_BOOLEANS: Final = {"true": True, "false": False}
-_EXPECTED_FORM: Final[dict[pl.DataType, str]] = {
-    TIMESTAMP: "an ISO-8601 timestamp with Z or an offset, like 2026-11-20T23:59:58.123Z",
-    pl.Boolean(): "a boolean (true or false)",
-    pl.Float64(): "a number",
-}
-_ROW_INDEX: Final = "_row"
-_NAME_FIX: Final = (
-    "Nothing was written and the stored ZIP is kept: report the column to Hatch, and re-export the window once they "
-    "have renamed it."
-)
 
 
 @dataclass(frozen=True)
@@ -159,7 +116,7 @@ def parse_export(
         present = parts.columns
         rows = sum(parts.days.rows.values())
         if present:
-            _check_record_count(member, rows, len(present), parts.commas_in_values)
+            check_record_count(member, rows, len(present), parts.commas_in_values)
         staged_rows = {day: parts.days.rows.get(day, 0) for day in window.dates()}
         days = tuple(
             _publish(Path(scratch) / "days", out_dir, day, count, *parts.moved.get(day, (0, 0)))
@@ -231,10 +188,10 @@ class _Parts:
         for pending in self._pending:
             pending.result()
         if self._failure is not None:
-            raise _explain(member, self._failure, self._schema, _text_columns(member, self._schema, self.columns))
+            raise explain(member, self._failure, self._schema, _text_columns(member, self._schema, self.columns))
         if self._new_keys:
-            self.columns = _inferred_columns(member)
-            _check_column_names(member, self._schema, self.columns)
+            self.columns = inferred_columns(member)
+            check_column_names(member, self._schema, self.columns)
             self.days.discard()
             self.commas_in_values = 0
             self.moved = {}
@@ -251,7 +208,7 @@ class _Parts:
                     self._settle_columns(file, part)
                 finally:
                     self._columns_settled.set()
-            elif search is not None and search.result() and self._holds_new_keys(file, part):
+            elif search is not None and search.result() and self._holds_new_keys(part):
                 self._new_keys = True
                 return
             self._write(file, part)
@@ -259,8 +216,8 @@ class _Parts:
             self._failure = error
 
     def _settle_columns(self, file: MemberFile, part: bytes) -> None:
-        self.columns = _columns_of(file, part)
-        _check_column_names(file, self._schema, self.columns)
+        self.columns = columns_of(file, part)
+        check_column_names(file, self._schema, self.columns)
         if file.format == "json":
             self._other_keys = other_key_pattern({*self._schema.columns, *self.columns})
 
@@ -269,22 +226,22 @@ class _Parts:
         self._columns_settled.wait()
         return self._other_keys is not None and may_hold_other_keys(part, self._other_keys)
 
-    def _holds_new_keys(self, file: MemberFile, part: bytes) -> bool:
+    def _holds_new_keys(self, part: bytes) -> bool:
         """Whether an NDJSON part in which the search found a candidate holds a key neither documented nor in the
         first part, inferred exactly."""
-        return bool(_inferred(file, part).keys() - self._schema.columns.keys() - self.columns.keys())
+        return bool(inferred_keys(part).keys() - self._schema.columns.keys() - self.columns.keys())
 
     def _write(self, file: MemberFile, part: bytes) -> None:
         """Read a part as text, type it and append it to the day files."""
         if not self.columns:
             return  # an empty file
         present = _text_columns(file, self._schema, self.columns)
-        text = _read_text(file, part, present)
+        text = read_text(file, part, present)
         if file.format == "csv":
             commas = (pl.col(name).str.count_matches(",", literal=True).sum() for name in text.columns)
             self.commas_in_values += int(text.select(pl.sum_horizontal(commas)).item())
         extras = sorted(self.columns.keys() - self._schema.columns.keys())
-        rows = _typed_rows(text, self._schema, present, extras).with_columns(**self._lineage)
+        rows = typed_rows(text, self._schema, present, extras).with_columns(**self._lineage)
         self._count_moved(rows)
         self.days.write(rows)
 
@@ -339,262 +296,6 @@ def _check_timezone(timezone: str) -> None:
         raise ValueError(
             f"timezone {timezone!r} is not an IANA time zone name; use one such as 'UTC' or 'America/Los_Angeles'"
         ) from None
-
-
-def _columns_of(file: MemberFile, part: bytes) -> dict[str, pl.DataType]:
-    """The columns of the file's first part, in its order, with the type polars infers (CSV: all text).
-
-    NDJSON: the keys polars infers over the whole part. CSV: the header, read with Python's csv module so that
-    duplicate names are seen as they are (polars renames them).
-    """
-    if file.format == "json":
-        return _inferred(file, part) if part else {}
-    with io.TextIOWrapper(io.BytesIO(part), encoding="utf-8", newline="") as text:
-        try:
-            header = next(csv.reader(text, strict=True), [])
-        except (csv.Error, UnicodeDecodeError) as error:
-            raise file.malformed(f"the header is not valid UTF-8 CSV ({error})", 1) from None
-    duplicated = sorted({name for name in header if header.count(name) > 1})
-    if duplicated:
-        raise file.malformed(f"the header names {', '.join(map(repr, duplicated))} more than once", 1)
-    return dict.fromkeys(header, pl.String())
-
-
-def _inferred(file: MemberFile, part: bytes) -> dict[str, pl.DataType]:
-    """The keys of an NDJSON part and their types, as polars infers them over every line of it."""
-    return dict(pl.scan_ndjson(part, infer_schema_length=None).collect_schema())
-
-
-def _inferred_columns(member: Member) -> dict[str, pl.DataType]:
-    """The keys of every part, in the order they first appear, each with the supertype of its inferred types."""
-    columns: dict[str, pl.DataType] = {}
-    for part in member.parts():
-        for name, dtype in _inferred(member, part).items():
-            columns[name] = _supertype(columns.get(name, pl.Null()), dtype)
-    return columns
-
-
-def _supertype(first: pl.DataType, second: pl.DataType) -> pl.DataType:
-    """The type polars would give a column holding values of both types (text when it has none)."""
-    if first == second or second == pl.Null():
-        return first
-    if first == pl.Null():
-        return second
-    frames = [pl.DataFrame(schema={"value": dtype}) for dtype in (first, second)]
-    try:
-        return pl.concat(frames, how="vertical_relaxed").schema["value"]
-    except pl.exceptions.PolarsError:
-        return pl.String()
-
-
-def _check_column_names(member: MemberFile, schema: SourceSchema, present: Collection[str]) -> None:
-    """Refuse, before anything is written, a column BigQuery cannot take or that would clash in the table.
-
-    BigQuery column names are case-insensitive, so names that differ only in case (also from a documented column,
-    which the table always has) clash; a vendor column named like a lineage column or the folder key would
-    overwrite it.
-    """
-    ours = {name.lower(): name for name in (*LINEAGE_COLUMNS, HIVE_KEY)}
-    taken = {name.lower(): name for name in schema.columns}
-    for name in present:
-        problem = column_name_problem(name)
-        if problem is not None:
-            raise member.malformed(f"column {name!r} cannot be loaded into BigQuery: {problem}", fix=_NAME_FIX)
-        key = name.lower()
-        if key in ours:
-            raise member.malformed(
-                f"column {name!r} has the name of the pipeline's own column {ours[key]!r}", fix=_NAME_FIX
-            )
-        other = taken.get(key, name)
-        if other != name:
-            raise member.malformed(
-                f"columns {other!r} and {name!r} differ only in case, and BigQuery column names are case-insensitive",
-                fix=_NAME_FIX,
-            )
-        taken[key] = name
-
-
-def _record_count(member: Member) -> int:
-    """The member's records, counted by the Python pass (which raises at the first defect it finds)."""
-    return sum(1 for _ in _record_lines(member))
-
-
-def _line_of_row(member: Member, row: int) -> int:
-    return next(islice(_record_lines(member), row, None))
-
-
-def _record_lines(member: Member) -> Iterator[int]:
-    """Check each record of the member and yield the line it starts on (the slow path: only to explain a failure).
-
-    The records come in the order polars reads them, so the n-th yielded line is the line of polars' row n.
-    """
-    lines = _utf8_lines(member, member.binary_lines())
-    if member.format == "json":
-        yield from _ndjson_record_lines(member, lines)
-    else:
-        yield from _csv_record_lines(member, lines)
-
-
-def _utf8_lines(member: Member, binary: Iterable[bytes]) -> Iterator[str]:
-    for number, raw in enumerate(binary, start=1):
-        try:
-            yield raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise member.malformed("the line is not UTF-8 text", number) from None
-
-
-def _ndjson_record_lines(member: Member, lines: Iterator[str]) -> Iterator[int]:
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue  # polars skips blank lines too
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise member.malformed(
-                f"the line is not valid JSON ({error.msg} at column {error.colno})", number
-            ) from None
-        if not isinstance(record, dict):
-            raise member.malformed(f"the line holds a JSON {type(record).__name__}, not an object", number)
-        yield number
-
-
-def _csv_record_lines(member: Member, lines: Iterator[str]) -> Iterator[int]:
-    csv.field_size_limit(max(csv.field_size_limit(), _MAX_FIELD_CHARS))
-    reader = csv.reader(lines, strict=True)
-    start = 1
-    try:
-        header = next(reader, None)
-        if header is None:
-            return
-        start = reader.line_num + 1
-        for record in reader:
-            if len(record) != len(header):
-                raise member.malformed(
-                    f"the row has {len(record)} fields but the header has {len(header)}; "
-                    "fields holding commas, quotes or line breaks must be quoted (RFC 4180)",
-                    start,
-                )
-            yield start
-            start = reader.line_num + 1
-    except csv.Error as error:
-        raise member.malformed(f"the row is not valid CSV ({error})", start) from None
-
-
-def _read_text(file: MemberFile, part: bytes, columns: Collection[str]) -> pl.DataFrame:
-    """Every column of a part as text (CSV: the part's header; NDJSON: `columns`)."""
-    if file.format == "json":
-        return pl.read_ndjson(part, schema=dict.fromkeys(columns, pl.String))
-    return pl.read_csv(part, infer_schema=False)
-
-
-def _typed(name: str, dtype: pl.DataType, *, strict: bool) -> pl.Expr:
-    """Text → the documented type, "" as null; `strict` fails on a value that does not parse, otherwise null."""
-    text = pl.when(pl.col(name) != "").then(pl.col(name))
-    if dtype == TIMESTAMP:
-        return text.str.to_datetime(_TIMESTAMP_FORMAT, time_unit="us", time_zone="UTC", strict=strict)
-    if dtype == pl.Boolean():
-        if strict:
-            return text.replace_strict(_BOOLEANS, return_dtype=pl.Boolean)
-        return text.replace_strict(_BOOLEANS, default=None, return_dtype=pl.Boolean)
-    if dtype == pl.String():
-        return pl.col(name)
-    return text.cast(dtype, strict=strict)
-
-
-def _typed_rows(text: pl.DataFrame, schema: SourceSchema, present: Collection[str], extras: list[str]) -> pl.DataFrame:
-    """Documented columns typed, in schema order (all null when absent from the file), then extras as text.
-
-    Timestamps are first parsed the fast way (`_utc_timestamp`); a column holding any other form is parsed again
-    by the full rule, which raises at a value that does not parse.
-    """
-    documented = {
-        name: (_utc_timestamp(name) if dtype == TIMESTAMP else _typed(name, dtype, strict=True))
-        if name in present
-        else pl.lit(None, dtype)
-        for name, dtype in schema.columns.items()
-    }
-    written = [name for name, dtype in schema.columns.items() if dtype == TIMESTAMP and name in present]
-    counts = text.select(_written(name).sum() for name in written).row(0) if written else ()
-    typed = text.select(*(expr.alias(name) for name, expr in documented.items()), *extras)
-    missed = [name for name, count in zip(written, counts, strict=True) if typed[name].count() != count]
-    if missed:
-        typed = typed.with_columns(text.select(_typed(name, TIMESTAMP, strict=True).alias(name) for name in missed))
-    return typed
-
-
-def _written(name: str) -> pl.Expr:
-    return pl.col(name).is_not_null() & (pl.col(name) != "")
-
-
-def _utc_timestamp(name: str) -> pl.Expr:
-    """A timestamp written in UTC with `Z`, as the vendor writes them (`2026-11-20T23:59:58.123Z`), or null for
-    any other form, which the caller then parses by the full rule.
-
-    polars parses `%Y-%m-%dT%H:%M:%S` in native code; a format with a fraction or an offset goes through chrono
-    value by value, several times slower. So the first 19 characters are parsed that way and the fraction is
-    added as microseconds (truncated, as chrono's `%.f` does). It reads no value differently from the full rule.
-    """
-    text = pl.col(name)
-    seconds = text.str.slice(0, 19).str.to_datetime(_SECONDS_FORMAT, time_unit="us", strict=False, cache=False)
-    rest = text.str.slice(19)
-    fraction = rest.str.extract(r"^\.(\d{1,9})Z$").str.slice(0, 6).str.pad_end(6, "0").cast(pl.Int64)
-    micros = pl.when(rest == "Z").then(0).otherwise(fraction)
-    return (seconds + pl.duration(microseconds=micros)).dt.replace_time_zone("UTC")
-
-
-def _check_record_count(member: Member, rows: int, columns: int, commas_in_values: int) -> None:
-    """Fail unless polars read every record of the file once, checked from the counts taken while decompressing.
-
-    NDJSON: one record per line. CSV: each of the header and the records holds `columns - 1` separators, and any
-    other comma sits inside a value, so a row with missing fields shows as missing commas. When the counts differ
-    (blank NDJSON lines do that harmlessly), the Python pass counts the records itself and names any defect.
-    """
-    if member.format == "json":
-        expected = member.line_breaks + (0 if member.ends_with_line_break else 1)
-        matches = rows == expected
-    else:
-        matches = member.commas == (columns - 1) * (rows + 1) + commas_in_values
-    if not matches and _record_count(member) != rows:
-        raise member.malformed(
-            f"polars read {rows} rows but the file holds {_record_count(member)} records "
-            "(the readers disagree on its quoting or line structure)"
-        )
-
-
-def _explain(
-    member: Member, error: pl.exceptions.PolarsError, schema: SourceSchema, present: Collection[str]
-) -> MalformedExport:
-    """Why polars failed, named by line: the Python pass raises at the first broken record; otherwise the first
-    value that does not parse as its documented type; otherwise polars' own words."""
-    _record_count(member)
-    unparseable = _unparseable_value(member, schema, present)
-    if unparseable is not None:
-        return unparseable
-    return member.malformed(f"polars could not read it ({str(error).splitlines()[0]})")
-
-
-def _unparseable_value(member: Member, schema: SourceSchema, present: Collection[str]) -> MalformedExport | None:
-    """The first value that does not parse as its documented type, with its line (read part by part, as
-    `_Parts` reads them, so the row numbers are polars')."""
-    checks = {
-        name: pl.col(name).is_not_null() & (pl.col(name) != "") & _typed(name, dtype, strict=False).is_null()
-        for name, dtype in schema.columns.items()
-        if name in present and dtype != pl.String()
-    }
-    rows = 0
-    for part in member.parts() if checks else ():
-        text = _read_text(member, part, present)
-        found = text.with_row_index(_ROW_INDEX, rows).filter(pl.any_horizontal(*checks.values())).head(1)
-        rows += text.height
-        if found.is_empty():
-            continue
-        name = next(name for name, check in checks.items() if found.select(check).item())
-        value: str = found.item(0, name)
-        line = _line_of_row(member, found.item(0, _ROW_INDEX))
-        return member.malformed(
-            f"{name} holds {value[:60]!r}, which is not {_EXPECTED_FORM[schema.columns[name]]}", line
-        )
-    return None
 
 
 def _day_file(day: date) -> str:

@@ -32,7 +32,7 @@ def test_the_local_definitions_are_the_production_ones_with_emulator_resources()
         "from hatch_pipeline import definitions as prod\n"
         "from hatch_pipeline.local import definitions as local\n"
         "keys = lambda d: sorted(k.to_user_string() for k in d.resolve_all_asset_keys())\n"
-        "print(keys(prod.defs) == keys(local.defs), type(local.defs.resources['hatch_bigquery']).__name__)\n"
+        "print(keys(prod.defs()) == keys(local.defs()), type(local.defs().resources['hatch_bigquery']).__name__)\n"
     )
     shown = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True)
     assert shown.stdout.split() == ["True", "EmulatorBigQueryResource"]

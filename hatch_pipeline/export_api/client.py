@@ -122,7 +122,7 @@ ExportOutcome = ExportedFile | EmptyExport
 
 
 @dataclass(frozen=True)
-class RetryPolicy:
+class ExportRetry:
     """How hard to try before giving up; the defaults suit a vendor that allows one export per 5 minutes."""
 
     max_attempts: int = 5
@@ -138,9 +138,9 @@ class RetryPolicy:
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
-            raise ValueError(f"RetryPolicy.max_attempts must be at least 1 (got {self.max_attempts})")
+            raise ValueError(f"ExportRetry.max_attempts must be at least 1 (got {self.max_attempts})")
         if self.max_body_retries < 0:
-            raise ValueError(f"RetryPolicy.max_body_retries must be zero or more (got {self.max_body_retries})")
+            raise ValueError(f"ExportRetry.max_body_retries must be zero or more (got {self.max_body_retries})")
 
     def backoff_ceiling(self, failures: int) -> float:
         """Exponential ceiling after `failures` consecutive failures, capped at max_delay_seconds."""
@@ -172,7 +172,7 @@ class HatchExportClient:
         output_format: OutputFormat = "json",
         max_payload_bytes: int = 100_000_000,
         timezone: str = "UTC",
-        retry: RetryPolicy = RetryPolicy(),
+        retry: ExportRetry = ExportRetry(),
         today: Callable[[], date] | None = None,
         sleep: Callable[[float], None] = time.sleep,
         transport: httpx.BaseTransport | None = None,

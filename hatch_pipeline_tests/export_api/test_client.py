@@ -21,9 +21,9 @@ from hatch_pipeline.export_api.client import (
     EmptyExport,
     ExportedFile,
     ExportOutcome,
+    ExportRetry,
     HatchExportClient,
     NothingToSend,
-    RetryPolicy,
 )
 from hatch_pipeline.export_api.errors import (
     AuthenticationFailed,
@@ -44,7 +44,7 @@ KEY = "sk-test-5b9f1c2e-client-secret"
 ORGANIZATION = "org-client-tests"
 TODAY = date(2026, 6, 15)
 WINDOW = ExportWindow(date(2026, 6, 1), date(2026, 6, 3))
-FAST = RetryPolicy(
+FAST = ExportRetry(
     max_attempts=3,
     base_delay_seconds=0.01,
     max_delay_seconds=0.05,

@@ -161,15 +161,16 @@ def land_raw(
     store: ObjectStore,
     max_payload_bytes: int,
     today: date,
-    refetch: bool = False,
+    refetch_since: datetime | None = None,
     progress: Callable[[str], None] = _quiet,
     poll_seconds: float = 5.0,
 ) -> RawLanding:
     """Make sure every day of the range has a stored export, exporting only the days that have none.
 
-    Days stored by any earlier run, retry or machine are reused (unless `refetch`: then only what was stored after
-    this call began counts). What to export is decided again when each request's slot has come, against what is
-    stored and what other senders have claimed at that moment, so overlapping runs export each day once: a day
+    Days stored by any earlier run, retry or machine are reused. A refetch passes when it began (`refetch_since`):
+    then only what was stored since counts, so a refetch that pauses, is retried or is re-executed exports each day
+    once across all its attempts. What to export is decided again when each request's slot has come, against what
+    is stored and what other senders have claimed at that moment, so overlapping runs export each day once: a day
     another sender is exporting is waited for (polling every `poll_seconds`), not exported again. The plan learns
     from every answer. Each ZIP is stored, unchanged, as soon as it arrives, then its manifest; a failure keeps
     what was stored. When the limits allow no further export soon, raises ExportsPaused naming what remains.
@@ -181,7 +182,11 @@ def land_raw(
     stored = newest_manifests(_raw_manifests(store, source), wanted)
     lost = lost_days(days, stored, today)
     exportable = earliest_allowed_day(today)
-    earlier = {day: manifest for day, manifest in stored.items() if not refetch or day < exportable}
+
+    def fresh(manifest: RawManifest) -> bool:
+        return refetch_since is None or manifest.exported_at >= refetch_since
+
+    earlier = {day: manifest for day, manifest in stored.items() if fresh(manifest) or day < exportable}
     todo = [day for day in wanted if day not in earlier and day >= exportable]
     for window in contiguous_windows(todo):
         check_exportable(window, today)
@@ -190,7 +195,7 @@ def land_raw(
 
     def stored_now() -> dict[date, RawManifest]:
         manifests = _raw_manifests(store, source)
-        return newest_manifests([m for m in manifests if not refetch or m.exported_at >= started], todo)
+        return newest_manifests([m for m in manifests if fresh(m)], todo)
 
     def decide_for(window: ExportWindow) -> Decide:
         def decide(claims: Sequence[Claim]) -> ExportWindow | None:

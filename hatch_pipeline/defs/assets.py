@@ -81,6 +81,26 @@ class RawConfig(dg.Config):
     )
 
 
+def refetch_started(context: AssetExecutionContext) -> datetime:
+    """When the run's refetch began: the start of the first of the runs that carry it on. A pause retries the step
+    inside the run; a re-execution or a run retry (after a killed worker) is a new run whose parent did not
+    succeed, so it carries on its parent's refetch, and every attempt counts what the others stored: the refetch
+    exports each day once. Re-executing a run that succeeded starts a new refetch."""
+    instance = context.instance
+    first = context.run
+    while first.parent_run_id is not None:
+        parent = instance.get_run_by_id(first.parent_run_id)
+        if parent is None or parent.status == dg.DagsterRunStatus.SUCCESS:
+            break
+        first = parent
+    record = instance.get_run_record_by_id(first.run_id)
+    if record is None:
+        raise dg.DagsterInvariantViolationError(f"the run {first.run_id} has no record in its own instance")
+    # A run that never started (queued, then re-executed) has only its creation time.
+    began = record.start_time if record.start_time is not None else record.create_timestamp.timestamp()
+    return datetime.fromtimestamp(began, UTC)
+
+
 def _landed_before_pause(source: DataSource, paused: ExportsPaused) -> Iterator[dg.AssetMaterialization]:
     """The days of a paused range that are stored, as materializations of their partitions: the UI shows them."""
     for day in paused.stored:
@@ -89,14 +109,21 @@ def _landed_before_pause(source: DataSource, paused: ExportsPaused) -> Iterator[
         )
 
 
-def _pause(context: AssetExecutionContext, paused: ExportsPaused, pauses: int) -> dg.RetryRequested | dg.Failure:
+def _pause(
+    context: AssetExecutionContext, paused: ExportsPaused, pauses: int, refetch: bool
+) -> dg.RetryRequested | dg.Failure:
     """Ask Dagster to retry the step when the next slot opens; the retry exports only the days still missing.
     With no pause left, fail saying so."""
     if context.retry_number >= pauses:
+        again = (
+            "re-execute this run after that time (Re-execute from failure, or a run retry): the refetch goes on "
+            "with the days still missing (a new launch with the refetch tag would export every day again)"
+            if refetch
+            else "launch the range again after that time; only the days still missing will be exported"
+        )
         return dg.Failure(
             description=f"{paused} No pause is left for this run ({context.retry_number} of "
-            f"max_quota_pauses={pauses} used): launch the range again after that time; only the days still "
-            "missing will be exported.",
+            f"max_quota_pauses={pauses} used): {again}.",
             metadata={"days_stored": len(paused.stored), "days_remaining": len(paused.remaining)},
         )
     wait = max((paused.opens_at - datetime.now(UTC)).total_seconds(), 0.0)
@@ -204,13 +231,13 @@ def build_source_assets(
                     store=hatch_storage.store(),
                     max_payload_bytes=hatch_api.max_payload_bytes,
                     today=today,
-                    refetch=refetch,
+                    refetch_since=refetch_started(context) if refetch else None,
                     progress=context.log.info,
                 )
             except ExportsPaused as paused:
                 # Yielded, not logged: events logged by a step that then raises are dropped by Dagster.
                 yield from _landed_before_pause(source, paused)
-                raise _pause(context, paused, hatch_api.max_quota_pauses) from paused
+                raise _pause(context, paused, hatch_api.max_quota_pauses, refetch) from paused
         context.log.info(
             f"{source} {days}: {landing.exports} export(s), {len(landing.exported)} window(s) exported, "
             f"{len(landing.reused)} stored window(s) reused"

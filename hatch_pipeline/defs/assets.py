@@ -65,6 +65,9 @@ def source_keys(sources: Sequence[DataSource]) -> list[dg.AssetKey]:
 
 REFETCH_TAG: Final = "hatch/refetch"
 """A run tag (`true`) that makes the raw assets export the run's days again, e.g. on a UI backfill."""
+ACCEPT_SHRINK_TAG: Final = "hatch/accept_shrink"
+"""A run tag (`true`) that lets the Parquet assets publish a newer export far smaller than what is landed
+(stages.SHRINK_LIMIT), e.g. when rows really were deleted at Hatch; without it the landed rows are kept."""
 REFETCH_HELP: Final = (
     f"Stored days are never exported again. To refetch, launch the range with the run tag {REFETCH_TAG}=true "
     "(UI backfills take tags too) or with run config ops: {<raw asset op>: {config: {refetch: true}}}."
@@ -149,6 +152,24 @@ def _retry_only_transient(compute: Callable[_P, _R]) -> Callable[_P, _R]:
     return compute_retrying_only_transient
 
 
+def tag_is_true(context: AssetExecutionContext, tag: str) -> bool:
+    return context.run.tags.get(tag, "").strip().lower() == "true"
+
+
+def report_held(context: AssetExecutionContext, source: DataSource, held: Mapping[date, Mapping[str, Any]]) -> None:
+    """Warn that days kept their landed rows because their newer export was far smaller (stages.SHRINK_LIMIT)."""
+    if not held:
+        return
+    counts = "; ".join(
+        f"{day}: {found['landed_rows']} landed, {found['refetched_rows']} in the newest export"
+        for day, found in held.items()
+    )
+    context.log.warning(
+        f"{source}: {len(held)} day(s) keep their landed rows, since their newest export holds far fewer ({counts}). "
+        f"If the rows are really gone at Hatch, materialize again with the run tag {ACCEPT_SHRINK_TAG}=true."
+    )
+
+
 def run_days(context: AssetExecutionContext) -> ExportWindow:
     """The run's partition range as one window of days (a single partition is a one-day window)."""
     keys = sorted(context.partition_keys)
@@ -220,7 +241,7 @@ def build_source_assets(
     ) -> Iterator[dg.MaterializeResult | dg.AssetMaterialization]:
         days = run_days(context)
         today = hatch_today(timezone)
-        refetch = config.refetch or context.run.tags.get(REFETCH_TAG, "").strip().lower() == "true"
+        refetch = config.refetch or tag_is_true(context, REFETCH_TAG)
         with hatch_api.client(timezone, log=context.log) as client:
             try:
                 landing = land_raw(
@@ -273,7 +294,8 @@ def build_source_assets(
         description=(
             f"{source} as one typed Parquet file per day in GCS, parsed from the stored ZIPs (never the API), with "
             f"lineage columns _export_date, _source_file and _loaded_at. Rows go to the day of {day_column} in "
-            "HATCH_TIMEZONE."
+            "HATCH_TIMEZONE. A day whose newer export holds far fewer rows than were landed keeps its rows (check "
+            f"refetch_not_shrunk) unless the run has the tag {ACCEPT_SHRINK_TAG}=true."
         ),
         group_name=GROUP,
         partitions_def=partitions_def,
@@ -293,7 +315,9 @@ def build_source_assets(
             loaded_at=datetime.now(UTC),
             today=today,
             date_column=day_column,
+            accept_shrink=tag_is_true(context, ACCEPT_SHRINK_TAG),
         )
+        report_held(context, source, build.held)
         add_day_metadata(
             context,
             {
@@ -316,6 +340,7 @@ def build_source_assets(
                 # Vendor columns whose JSON values were numbers, booleans or objects: stored as text regardless.
                 "vendor_columns_kept_as_text": dg.MetadataValue.json(build.text_columns),
                 "manifest": build.manifest,
+                "days_held_from_shrink": dg.MetadataValue.json({str(day): found for day, found in build.held.items()}),
                 **report_lost(context, source, build.lost, today, "have no Parquet"),
                 "orphan_files_deleted": len(build.orphans_deleted),
             }

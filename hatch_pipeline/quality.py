@@ -8,7 +8,7 @@ found, so a check run over a range (recorded without a partition) still says whi
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
@@ -134,10 +134,15 @@ def _raw_parquet_problem(found: StoredDay | None) -> str | None:
     return None
 
 
-def shrink_findings(stored: Mapping[date, StoredDay]) -> dict[str, Finding]:
-    """Days whose newer export was declined for holding far fewer rows than were landed, with both counts."""
+def shrink_findings(stored: Mapping[date, StoredDay], uri: Callable[[str], str]) -> dict[str, Finding]:
+    """Days whose newer export was declined for holding far fewer rows than were landed, with both counts and the
+    declined ZIP's `uri` (None for a 204)."""
     return {
-        day.isoformat(): {"landed_rows": found.read_from_raw, **found.held}
+        day.isoformat(): {
+            "landed_rows": found.read_from_raw,
+            "refetched_rows": found.held["refetched_rows"],
+            "refetched_zip": uri(found.held["refetched_zip"]) if found.held["refetched_zip"] else None,
+        }
         for day, found in sorted(stored.items())
         if found.held is not None
     }

@@ -162,3 +162,26 @@ def test_a_refetch_without_rows_for_a_landed_day_keeps_them_and_turns_a_check_re
     assert len(pipeline.exports()) == 1, "accepting exports nothing"
     assert rows_per_day(pipeline) == {DAY_BEFORE: ROWS_PER_DAY}, "the accepted refetch empties the day"
     assert evaluation(accepted, REFETCH_NOT_SHRUNK).passed
+
+
+def test_a_refetch_holding_half_the_landed_rows_replaces_them_and_one_holding_fewer_is_held(
+    pipeline: Pipeline,
+) -> None:
+    pipeline.materialize(YESTERDAY, YESTERDAY, CONTACT_HISTORY)
+    half = ROWS_PER_DAY // 2
+    pipeline.sandbox.config = dataclasses.replace(pipeline.sandbox.config, rows_per_day=half)
+
+    replaced = pipeline.materialize(YESTERDAY, YESTERDAY, CONTACT_HISTORY, tags={REFETCH_TAG: "true"})
+
+    assert rows_per_day(pipeline) == {YESTERDAY: half}, "half the landed rows is not far fewer"
+    assert evaluation(replaced, REFETCH_NOT_SHRUNK).passed
+    pipeline.sandbox.config = dataclasses.replace(pipeline.sandbox.config, rows_per_day=half // 2 - 1)
+
+    held = pipeline.materialize(YESTERDAY, YESTERDAY, CONTACT_HISTORY, tags={REFETCH_TAG: "true"})
+
+    assert rows_per_day(pipeline) == {YESTERDAY: half}, "fewer than half of them is"
+    failed = evaluation(held, REFETCH_NOT_SHRUNK).metadata["failed_days"].value
+    assert isinstance(failed, dict)
+    assert failed[YESTERDAY.isoformat()]["landed_rows"] == half
+    assert failed[YESTERDAY.isoformat()]["refetched_rows"] == half // 2 - 1
+    assert failed[YESTERDAY.isoformat()]["refetched_zip"].startswith(f"gs://{pipeline.bucket}/hatch/raw/")

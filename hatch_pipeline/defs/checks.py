@@ -11,7 +11,7 @@ partition, so every result names its failing days in the `failed_days` metadata.
 """
 
 # No `from __future__ import annotations`: Dagster reads the checks' context annotations at definition time.
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, date, datetime
 from typing import Any, Final
 
@@ -115,10 +115,11 @@ def _parquet_checks(source: DataSource, settings: Settings) -> dg.AssetChecksDef
         context: AssetCheckExecutionContext, hatch_storage: HatchStorageResource
     ) -> Iterator[dg.AssetCheckResult]:
         days = checked_days(context)
-        stored = stored_days(hatch_storage.store(), source, days)
+        store = hatch_storage.store()
+        stored = stored_days(store, source, days)
         results = {
             ROWS_MATCH_RAW: lambda: _rows_match_raw(stored, days, rebuild),
-            REFETCH_NOT_SHRUNK: lambda: _refetch_not_shrunk(source, stored),
+            REFETCH_NOT_SHRUNK: lambda: _refetch_not_shrunk(source, stored, store.uri),
             COLUMNS_MATCH_SCHEMA: lambda: _columns_match_schema(source, stored),
             ROWS_INSIDE_EXPORT_WINDOW: lambda: _rows_inside_export_window(source, stored, settings),
         }
@@ -143,10 +144,12 @@ def _rows_match_raw(stored: Mapping[date, StoredDay], days: list[date] | None, r
     )
 
 
-def _refetch_not_shrunk(source: DataSource, stored: Mapping[date, StoredDay]) -> dg.AssetCheckResult:
+def _refetch_not_shrunk(
+    source: DataSource, stored: Mapping[date, StoredDay], uri: Callable[[str], str]
+) -> dg.AssetCheckResult:
     return _day_result(
         REFETCH_NOT_SHRUNK,
-        shrink_findings(stored),
+        shrink_findings(stored, uri),
         checked=sum(found.published for found in stored.values()),
         passed="no landed day was replaced by a far smaller export",
         fix=(

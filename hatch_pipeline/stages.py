@@ -32,7 +32,7 @@ from hatch_pipeline.export_api.client import ExportedFile, ExportOutcome, HatchE
 from hatch_pipeline.export_api.errors import HatchExportError, InvalidExportRequest, SlotUnavailable
 from hatch_pipeline.export_api.ledger import Claim, Decide, RateLedger
 from hatch_pipeline.export_api.planner import Sent, SizeEvidence, export_days, plan_windows
-from hatch_pipeline.parsing import ParsedDay, parse_export
+from hatch_pipeline.parsing.export import ParsedDay, parse_export
 from hatch_pipeline.schemas import LINEAGE_COLUMNS, SCHEMAS, column_dtypes
 from hatch_pipeline.storage import (
     ObjectStore,

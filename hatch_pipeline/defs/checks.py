@@ -38,7 +38,7 @@ from hatch_pipeline.quality import (
 from hatch_pipeline.schemas import SCHEMAS
 from hatch_pipeline.settings import Settings
 from hatch_pipeline.stages import SHRINK_LIMIT, table_spec
-from hatch_pipeline.warehouse import days_with_repeated_ids, rows_by_day
+from hatch_pipeline.warehouse import days_with_repeated_ids, quoted, rows_by_day
 
 ROWS_MATCH_RAW: Final = "rows_match_raw"
 REFETCH_NOT_SHRUNK: Final = "refetch_not_shrunk"
@@ -269,7 +269,7 @@ def _table_checks(source: DataSource) -> dg.AssetChecksDefinition:
                     checked=len(days) if days is not None else None,
                     passed=f"no day holds one {natural_id} on two rows, nor a row without one",
                     fix=(
-                        f"Find them with SELECT {natural_id}, COUNT(*) FROM `{spec.table_id}` WHERE _export_date = "
+                        f"Find them with SELECT {quoted(natural_id)}, COUNT(*) FROM {spec.fqn} WHERE `_export_date` = "
                         f"'{first}' GROUP BY 1 HAVING COUNT(*) > 1. Repeats within one export come from Hatch (the "
                         f"view {spec.table}_latest keeps one row per id); otherwise re-materialize those days."
                     ),

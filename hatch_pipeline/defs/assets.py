@@ -153,6 +153,7 @@ def _retry_only_transient(compute: Callable[_P, _R]) -> Callable[_P, _R]:
 
 
 def tag_is_true(context: AssetExecutionContext, tag: str) -> bool:
+    """Whether the run carries `tag`=true: tags are what the UI offers on every launch, backfills included."""
     return context.run.tags.get(tag, "").strip().lower() == "true"
 
 
@@ -242,6 +243,7 @@ def build_source_assets(
         days = run_days(context)
         today = hatch_today(timezone)
         refetch = config.refetch or tag_is_true(context, REFETCH_TAG)
+        since = refetch_started(context) if refetch else None
         with hatch_api.client(timezone, log=context.log) as client:
             try:
                 landing = land_raw(
@@ -252,7 +254,7 @@ def build_source_assets(
                     store=hatch_storage.store(),
                     max_payload_bytes=hatch_api.max_payload_bytes,
                     today=today,
-                    refetch_since=refetch_started(context) if refetch else None,
+                    refetch_since=since,
                     progress=context.log.info,
                 )
             except ExportsPaused as paused:
@@ -281,6 +283,8 @@ def build_source_assets(
                 "days_exported": sum(landed.window.days for landed in landing.exported),
                 "windows_reused": len(landing.reused),
                 "refetch": refetch,
+                # Exports stored since count as refetched: across pauses, re-executions and run retries.
+                "refetch_since": since.isoformat(timespec="seconds") if since else None,
                 "how_to_refetch": REFETCH_HELP,
                 "seconds": round(landing.seconds, 1),
                 **report_lost(context, source, landing.lost, today, "are not exported"),

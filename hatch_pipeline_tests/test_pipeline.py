@@ -15,7 +15,7 @@ from google.cloud import bigquery
 from google.cloud.storage import Client as StorageClient
 
 from hatch_pipeline.contract import DataSource, ExportWindow, OutputFormat, earliest_allowed_day
-from hatch_pipeline.defs.assets import REFETCH_TAG
+from hatch_pipeline.defs.assets import ACCEPT_SHRINK_TAG, REFETCH_TAG
 from hatch_pipeline.defs.checks import COLUMNS_MATCH_SCHEMA, YESTERDAY_LANDED
 from hatch_pipeline.defs.resources import HatchExportResource, HatchStorageResource
 from hatch_pipeline.export_api.client import HatchExportClient
@@ -52,7 +52,7 @@ def test_one_day_lands_in_bigquery_with_reconciled_counts(pipeline: Pipeline) ->
     # Every check ran and passed; yesterday_landed depends on the hour (before HATCH_FRESH_BY the day before
     # yesterday is due), so test_checks.py judges it on an injected clock.
     checks = result.get_asset_check_evaluations()
-    assert len(checks) == 6 * len(SOURCES)
+    assert len(checks) == 7 * len(SOURCES)
     assert [(c.asset_key, c.check_name) for c in checks if not c.passed and c.check_name != YESTERDAY_LANDED] == []
 
 
@@ -195,11 +195,11 @@ def test_a_range_mixing_old_and_new_columns_loads_in_one_run(pipeline: Pipeline)
     assert "invoice_id" in table.columns
 
 
-def test_a_day_refetched_empty_gives_zero_rows_and_a_green_run(pipeline: Pipeline) -> None:
+def test_a_day_refetched_empty_with_the_shrink_accepted_gives_zero_rows_and_a_green_run(pipeline: Pipeline) -> None:
     pipeline.materialize(YESTERDAY - timedelta(days=1), YESTERDAY)
     pipeline.sandbox.config = dataclasses.replace(pipeline.sandbox.config, empty_days=frozenset({YESTERDAY}))
 
-    result = pipeline.materialize(YESTERDAY, YESTERDAY, tags={REFETCH_TAG: "true"})
+    result = pipeline.materialize(YESTERDAY, YESTERDAY, tags={REFETCH_TAG: "true", ACCEPT_SHRINK_TAG: "true"})
 
     assert result.success
     assert (("contact_history", YESTERDAY.isoformat(), YESTERDAY.isoformat(), 204)) in pipeline.exports()

@@ -7,6 +7,8 @@ transaction", never a conflict), so it can neither show that two loads overlap n
 watches only the jobs whose query holds a transaction (`BEGIN TRANSACTION`, the day replacement): it can hold them
 until released, so a test sees which loads are in BigQuery at the same time, and it can answer the next ones as
 BigQuery answers a transaction aborted by a concurrent one (a finished job with an `invalidQuery` error result).
+It can also run a test's action when a load job arrives, before the emulator sees it (e.g. a newer Parquet build
+that retires the files the load names), so a race between two steps happens in a chosen order.
 Everything else, including the answers the client parses, comes from the emulator.
 """
 
@@ -15,7 +17,7 @@ from __future__ import annotations
 import json
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -49,6 +51,7 @@ class BigQueryProxy:
         self._held = False
         self._aborts_left = 0
         self._aborted_jobs: dict[str, dict[str, Any]] = {}
+        self._before_loads: list[Callable[[], None]] = []
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -86,6 +89,11 @@ class BigQueryProxy:
         """Answer the next `count` transactions as BigQuery answers one aborted by a concurrent update."""
         with self._lock:
             self._aborts_left = count
+
+    def before_next_loads(self, count: int, action: Callable[[], None]) -> None:
+        """Run `action` when each of the next `count` load jobs arrives, then pass the job on to the emulator."""
+        with self._lock:
+            self._before_loads = [action] * count
 
     def wait_for_in_flight(self, count: int, timeout: float = 180.0) -> None:
         """Wait until `count` transactions are in the proxy at the same time; fail after `timeout` seconds."""
@@ -128,6 +136,11 @@ class BigQueryProxy:
         if aborted is not None:
             self._answer(request, *aborted)
             return
+        if _is_load_job(request.command, body):
+            with self._lock:
+                action = self._before_loads.pop(0) if self._before_loads else None
+            if action is not None:
+                action()
         table = _transaction_table(request.command, body)
         if table is None:
             self._forward(request, body)
@@ -198,6 +211,11 @@ class BigQueryProxy:
         request.send_header("Content-Length", str(len(response.content)))
         request.end_headers()
         request.wfile.write(response.content)
+
+
+def _is_load_job(method: str, body: bytes) -> bool:
+    """Whether the call inserts a load job (the client posts it with its configuration)."""
+    return method == "POST" and b'"load"' in body and "load" in json.loads(body).get("configuration", {})
 
 
 def _transaction_table(method: str, body: bytes) -> str | None:

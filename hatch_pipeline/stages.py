@@ -638,7 +638,9 @@ def published_records(
     readable = sorted(set(newest.values()))
     documents = dict(zip(readable, _in_parallel(lambda m: store.get_json(m.key), readable), strict=True))
     if any(document is None for document in documents.values()):
-        raise MissingUpstream(f"a manifest of hatch/parquet/{source} was replaced while it was read; run again")
+        raise warehouse.ParquetReplaced(
+            f"a manifest of hatch/parquet/{source} was replaced while it was read; run again"
+        )
     return {day: (documents[newest[day]] or {})["days"][day.isoformat()] for day in wanted if day in newest}
 
 
@@ -662,6 +664,11 @@ def table_spec(source: DataSource, project: str, dataset: str) -> warehouse.Tabl
     )
 
 
+LOAD_ATTEMPTS: Final = 3
+"""How often a load reads the newest Parquet manifest and loads its files while newer builds of the same days keep
+retiring them under it; then it raises `ParquetReplaced`, which the step's retry policy retries after a wait."""
+
+
 def load_bigquery(
     source: DataSource,
     days: ExportWindow,
@@ -671,10 +678,51 @@ def load_bigquery(
     spec: warehouse.TableSpec,
     location: str,
     run_id: str,
+    log: Callable[[str], None] = _quiet,
 ) -> BigQueryLoad:
     """Replace exactly the range's days in the day-partitioned table with the stored Parquet, in one transaction.
-    Days the Parquet stage published as lost are not touched."""
-    published = published_days(store, source, days)
+    Days the Parquet stage published as lost are not touched.
+
+    A build of these days that publishes while the load runs deletes the files the load read (or the manifest it
+    was reading): the load then reads the newest manifest and loads again, up to `LOAD_ATTEMPTS` times. A load
+    that fails on the files the newest manifest still names fails as before: loading them again cannot help.
+    """
+    for attempt in range(1, LOAD_ATTEMPTS + 1):
+        try:
+            published = published_days(store, source, days)
+            return _load_published(
+                source, days, published, client=client, spec=spec, location=location, run_id=run_id, store=store
+            )
+        except warehouse.LoadFailed as error:
+            if published_days(store, source, days) == published:
+                raise
+            replaced: Exception = error
+        except warehouse.ParquetReplaced as error:
+            replaced = error
+        if attempt < LOAD_ATTEMPTS:
+            log(
+                f"hatch/parquet/{source} {days}: a newer build replaced the files being loaded; loading the newest "
+                f"(attempt {attempt + 1} of {LOAD_ATTEMPTS}). {replaced}"
+            )
+    raise warehouse.ParquetReplaced(
+        f"newer builds of hatch/parquet/{source} replaced the Parquet files of {days} during each of {LOAD_ATTEMPTS} "
+        "loads; the table was not changed. The step retries by itself; if builds of these days keep running beside "
+        "the load, let them finish and run it again"
+    ) from replaced
+
+
+def _load_published(
+    source: DataSource,
+    days: ExportWindow,
+    published: Mapping[date, dict[str, Any]],
+    *,
+    store: ObjectStore,
+    client: bigquery.Client,
+    spec: warehouse.TableSpec,
+    location: str,
+    run_id: str,
+) -> BigQueryLoad:
+    """`load_bigquery` of the records one read of the Parquet manifests returned."""
     lost = tuple(day for day, record in published.items() if record.get("lost"))
     records = {day: record for day, record in published.items() if day not in lost}
     if not records:

@@ -95,6 +95,11 @@ class LoadFailed(WarehouseError):
     """BigQuery refused the Parquet files; the target table was not touched."""
 
 
+class ParquetReplaced(WarehouseError):
+    """A newer Parquet build retired the manifest or the files a load was reading. `is_transient` counts it as
+    transient: the same load over the newest manifest's files succeeds once builds stop overtaking it."""
+
+
 class MissingColumns(WarehouseError):
     """The Parquet files hold columns the table lacks; `ensure_table` adds them."""
 
@@ -187,7 +192,8 @@ class ReplaceResult:
 def is_transient(error: BaseException) -> bool:
     """Whether a failed BigQuery call can succeed when run again after a pause: another transaction changed the
     table first, a server error or a rate limit. Everything else (bad SQL, a missing table, a schema conflict, a
-    quota, any `WarehouseError` of its own) fails again the same way, so retrying it only wastes time.
+    quota, any `WarehouseError` of its own but `ParquetReplaced`) fails again the same way, so retrying it only
+    wastes time.
 
     Follows explicit causes (`raise ... from`, and the last error behind the client's own `RetryError`), so a
     `LoadFailed` caused by a backend error counts as transient.
@@ -196,7 +202,7 @@ def is_transient(error: BaseException) -> bool:
     current: BaseException | None = error
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if isinstance(current, _TRANSIENT_TYPES):
+        if isinstance(current, (*_TRANSIENT_TYPES, ParquetReplaced)):
             return True
         if isinstance(current, GoogleAPICallError):
             details = [detail for detail in current.errors if isinstance(detail, Mapping)]

@@ -7,6 +7,8 @@ transaction", never a conflict), so it can neither show that two loads overlap n
 watches only the jobs whose query holds a transaction (`BEGIN TRANSACTION`, the day replacement): it can hold them
 until released, so a test sees which loads are in BigQuery at the same time, and it can answer the next ones as
 BigQuery answers a transaction aborted by a concurrent one (a finished job with an `invalidQuery` error result).
+It can also run a test's action when a load job arrives, before the emulator sees it (e.g. a newer Parquet build
+that retires the files the load names), so a race between two steps happens in a chosen order.
 Everything else, including the answers the client parses, comes from the emulator. It also records, without
 changing them, every query the client sends and every table it creates (`queries`, `created_tables`), so a test can
 check that SQL with Google's own analyzer (see bigquery_analyzer.py).
@@ -17,7 +19,7 @@ from __future__ import annotations
 import json
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -71,6 +73,7 @@ class BigQueryProxy:
         self._aborted_jobs: dict[str, dict[str, Any]] = {}
         self._queries: list[SentQuery] = []
         self._created_tables: list[CreatedTable] = []
+        self._before_loads: list[Callable[[], None]] = []
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -108,6 +111,11 @@ class BigQueryProxy:
         """Answer the next `count` transactions as BigQuery answers one aborted by a concurrent update."""
         with self._lock:
             self._aborts_left = count
+
+    def before_next_loads(self, count: int, action: Callable[[], None]) -> None:
+        """Run `action` when each of the next `count` load jobs arrives, then pass the job on to the emulator."""
+        with self._lock:
+            self._before_loads = [action] * count
 
     def wait_for_in_flight(self, count: int, timeout: float = 180.0) -> None:
         """Wait until `count` transactions are in the proxy at the same time; fail after `timeout` seconds."""
@@ -163,6 +171,11 @@ class BigQueryProxy:
         if aborted is not None:
             self._answer(request, *aborted)
             return
+        if _is_load_job(request.command, body):
+            with self._lock:
+                action = self._before_loads.pop(0) if self._before_loads else None
+            if action is not None:
+                action()
         table = _transaction_table(request.command, body)
         if table is None:
             self._forward(request, body)
@@ -254,6 +267,11 @@ class BigQueryProxy:
         request.send_header("Content-Length", str(len(response.content)))
         request.end_headers()
         request.wfile.write(response.content)
+
+
+def _is_load_job(method: str, body: bytes) -> bool:
+    """Whether the call inserts a load job (the client posts it with its configuration)."""
+    return method == "POST" and b'"load"' in body and "load" in json.loads(body).get("configuration", {})
 
 
 def _transaction_table(method: str, body: bytes) -> str | None:

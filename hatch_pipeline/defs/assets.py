@@ -382,6 +382,7 @@ def build_source_assets(
                 spec=spec,
                 location=hatch_bigquery.location or "US",
                 run_id=context.run.run_id,
+                log=context.log.warning,
             )
         add_day_metadata(context, {day: {"rows": rows} for day, rows in load.rows_by_day.items()})
         return dg.MaterializeResult(

@@ -52,7 +52,7 @@ from hatch_pipeline.local.sandbox.server import SandboxServer
 from hatch_pipeline.local.services import gcs_emulator, storage_client
 from hatch_pipeline.settings import Settings
 from hatch_pipeline.stages import land_raw
-from hatch_pipeline.storage import ObjectStore
+from hatch_pipeline.storage.store import ObjectStore
 
 VENDOR: Final = Settings()
 """The vendor's published limits are the settings' defaults."""

@@ -39,7 +39,7 @@ from hatch_pipeline.local.sandbox.data import DEFAULT_API_KEY
 from hatch_pipeline.local.sandbox.server import SandboxServer
 from hatch_pipeline.local.services import bigquery_client, bigquery_emulator, gcs_emulator, storage_client
 from hatch_pipeline.stages import build_parquet, land_raw, load_bigquery, table_spec
-from hatch_pipeline.storage import ObjectStore
+from hatch_pipeline.storage.store import ObjectStore
 
 SOURCE: Final[DataSource] = "conversation_items"
 PROJECT: Final = "hatch-bench"

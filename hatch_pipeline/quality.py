@@ -9,21 +9,19 @@ found, so a check run over a range (recorded without a partition) still says whi
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
-from typing import Any, Final
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from hatch_pipeline.contract import DataSource, contiguous_windows
-from hatch_pipeline.stages import newest_raw_zips, published_records
-from hatch_pipeline.storage import ObjectStore
+from hatch_pipeline.storage.manifests import Held, newest_raw_exports, published_records
+from hatch_pipeline.storage.store import ObjectStore, in_parallel
 from hatch_pipeline.warehouse import IdCounts
 
-_PARALLEL_READS: Final = 8
 Finding = dict[str, Any]
 
 
@@ -51,15 +49,15 @@ class StoredDay:
     undated_rows: int = 0
     lost: bool = False
     """Nothing was stored and the vendor no longer serves the day: published as lost, with nothing to reconcile."""
-    held: Finding | None = None
-    """The newer export the build declined for holding far fewer rows than were landed (`refetched_rows`,
-    `refetched_zip`: None for a 204; see stages.SHRINK_LIMIT); the Parquet keeps the landed rows."""
+    held: Held | None = None
+    """The newer export the build declined for holding far fewer rows than were landed (see stages.SHRINK_LIMIT);
+    the Parquet keeps the landed rows."""
 
     @property
     def stale(self) -> bool:
         """The Parquet was built from another export than the newest stored one (e.g. a refetch not parsed yet),
         and not because the build declined the newest one as a shrink."""
-        declined = self.held is not None and self.held["refetched_zip"] == self.newest_raw_zip
+        declined = self.held is not None and self.held.refetched_zip == self.newest_raw_zip
         return self.lineage_recorded and self.built_from != self.newest_raw_zip and not declined
 
 
@@ -67,33 +65,31 @@ def stored_days(store: ObjectStore, source: DataSource, days: Sequence[date] | N
     """Every day of `days` (None: every day with a stored export) that has a stored export or was published as
     lost, with what the Parquet stage published for it. Reads one listing per kind of manifest, the manifests that
     decide the days, and each day's Parquet footer (a few kilobytes, in parallel)."""
-    raw = newest_raw_zips(store, source, days)
+    raw = {day: export.zip for day, export in newest_raw_exports(store, source, days).items()}
     records = published_records(store, source, raw if days is None else days)
-    files = [record["file"] for record in records.values() if record.get("file")]
-    with ThreadPoolExecutor(_PARALLEL_READS) as pool:
-        rows_in = dict(zip(files, pool.map(lambda key: parquet_rows(store, key), files), strict=True))
+    files = [record.file for record in records.values() if record.file]
+    rows_in = dict(zip(files, in_parallel(lambda key: parquet_rows(store, key), files), strict=True))
     stored: dict[date, StoredDay] = {
         day: StoredDay(newest_raw_zip=None, published=True, parquet_rows=0, lost=True)
         for day, record in records.items()
-        if day not in raw and record.get("lost")
+        if day not in raw and record.lost
     }
     for day, raw_zip in raw.items():
         record = records.get(day)
         if record is None:
             stored[day] = StoredDay(newest_raw_zip=raw_zip, published=False)
             continue
-        vendor_columns = record.get("vendor_columns")
         stored[day] = StoredDay(
             newest_raw_zip=raw_zip,
             published=True,
-            read_from_raw=int(record["rows"]),
-            built_from=record.get("raw_zip"),
-            lineage_recorded="raw_zip" in record,
-            parquet_rows=rows_in[record["file"]] if record.get("file") else 0,
-            vendor_columns=tuple(vendor_columns) if vendor_columns else None,
-            clamped_rows=int(record.get("clamped_rows", 0)),
-            undated_rows=int(record.get("undated_rows", 0)),
-            held=record.get("held"),
+            read_from_raw=record.rows,
+            built_from=record.raw_zip,
+            lineage_recorded=record.lineage_recorded,
+            parquet_rows=rows_in[record.file] if record.file else 0,
+            vendor_columns=record.vendor_columns or None,
+            clamped_rows=record.clamped_rows,
+            undated_rows=record.undated_rows,
+            held=record.held,
         )
     return stored
 
@@ -140,8 +136,8 @@ def shrink_findings(stored: Mapping[date, StoredDay], uri: Callable[[str], str])
     return {
         day.isoformat(): {
             "landed_rows": found.read_from_raw,
-            "refetched_rows": found.held["refetched_rows"],
-            "refetched_zip": uri(found.held["refetched_zip"]) if found.held["refetched_zip"] else None,
+            "refetched_rows": found.held.refetched_rows,
+            "refetched_zip": uri(found.held.refetched_zip) if found.held.refetched_zip else None,
         }
         for day, found in sorted(stored.items())
         if found.held is not None

@@ -10,12 +10,12 @@ import secrets
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 
 from google.cloud import bigquery
 
@@ -34,23 +34,30 @@ from hatch_pipeline.export_api.ledger import Claim, Decide, RateLedger
 from hatch_pipeline.export_api.planner import Sent, SizeEvidence, export_days, plan_windows
 from hatch_pipeline.parsing.export import ParsedDay, parse_export
 from hatch_pipeline.schemas import LINEAGE_COLUMNS, SCHEMAS, column_dtypes
-from hatch_pipeline.storage import (
-    ObjectStore,
-    RawManifest,
-    newest_manifests,
-    parquet_day_prefix,
+from hatch_pipeline.storage.keys import (
     parquet_file_key,
-    parquet_manifest_key,
-    parquet_manifest_prefix,
+    parquet_manifests_prefix,
     parquet_prefix,
-    parse_raw_manifest_key,
-    raw_manifest_key,
     raw_manifests_prefix,
     raw_zip_key,
+    stamp,
 )
+from hatch_pipeline.storage.manifests import (
+    DayRecord,
+    Held,
+    Manifest,
+    RawExport,
+    delete_orphans,
+    list_manifests,
+    newest_per_day,
+    newest_raw_exports,
+    publish_parquet,
+    publish_raw,
+    published_records,
+    read_raw,
+)
+from hatch_pipeline.storage.store import PARALLEL_CALLS, ObjectStore
 
-_PARALLEL_CALLS: Final = 8
-"""Object-store calls in flight at once when a stage uploads, reads or deletes many objects."""
 _PARQUET_TYPE: Final = "application/vnd.apache.parquet"
 ORPHAN_GRACE: Final = timedelta(hours=6)
 """How old an unnamed Parquet file must be before a build deletes it as an orphan: far longer than a build takes,
@@ -58,8 +65,6 @@ so the files of a build still running beside this one, not yet named by its mani
 SHRINK_LIMIT: Final = 0.5
 """A day's newer export is "far smaller" when it holds fewer than this share of the rows landed for the day (none,
 as a 204, always is): the Parquet build then keeps the landed rows unless told to accept the shrink."""
-_T = TypeVar("_T")
-_DAY: Final = timedelta(days=1)
 
 
 class MissingUpstream(RuntimeError):
@@ -182,12 +187,12 @@ def land_raw(
     """
     started = datetime.now(UTC)
     wanted = list(days.dates())
-    stored = newest_manifests(_raw_manifests(store, source), wanted)
+    stored = newest_per_day(list_manifests(store, raw_manifests_prefix(source)), wanted)
     lost = lost_days(days, stored, today)
     exportable = earliest_allowed_day(today)
 
-    def fresh(manifest: RawManifest) -> bool:
-        return refetch_since is None or manifest.exported_at >= refetch_since
+    def fresh(manifest: Manifest) -> bool:
+        return refetch_since is None or manifest.written_at >= refetch_since
 
     earlier = {day: manifest for day, manifest in stored.items() if fresh(manifest) or day < exportable}
     todo = [day for day in wanted if day not in earlier and day >= exportable]
@@ -196,9 +201,9 @@ def land_raw(
     landed = [_reused(store, manifest) for manifest in sorted(set(earlier.values()))]
     covered: set[date] = set(earlier)
 
-    def stored_now() -> dict[date, RawManifest]:
-        manifests = _raw_manifests(store, source)
-        return newest_manifests([m for m in manifests if fresh(m)], todo)
+    def stored_now() -> dict[date, Manifest]:
+        manifests = list_manifests(store, raw_manifests_prefix(source))
+        return newest_per_day([m for m in manifests if fresh(m)], todo)
 
     def decide_for(window: ExportWindow) -> Decide:
         def decide(claims: Sequence[Claim]) -> ExportWindow | None:
@@ -278,55 +283,39 @@ def _after_export(source: str, landed: LandedWindow, days_left: int) -> str:
     return f"{source} {landed.window}: exported, {what}; {days_left} day(s) of the run still to store"
 
 
-def _raw_manifests(store: ObjectStore, source: DataSource) -> list[RawManifest]:
-    return [m for key in store.list(raw_manifests_prefix(source)) if (m := parse_raw_manifest_key(key))]
-
-
-def _reused(store: ObjectStore, manifest: RawManifest) -> LandedWindow:
-    document = _manifest_document(store, manifest)
-    zip_key = document.get("zip")
+def _reused(store: ObjectStore, manifest: Manifest) -> LandedWindow:
+    export = read_raw(store, manifest)
     return LandedWindow(
         window=manifest.window,
         exported=False,
-        zip_uri=store.uri(zip_key) if zip_key else None,
-        uncompressed_bytes=int(document.get("uncompressed_bytes", 0)),
+        zip_uri=store.uri(export.zip) if export.zip else None,
+        uncompressed_bytes=export.uncompressed_bytes,
     )
-
-
-def _manifest_document(store: ObjectStore, manifest: RawManifest) -> dict[str, Any]:
-    document = store.get_json(manifest.key)
-    if document is None:
-        raise MissingUpstream(f"the raw manifest {store.uri(manifest.key)} vanished while it was being read")
-    return document
 
 
 def _store_raw(store: ObjectStore, outcome: ExportOutcome) -> LandedWindow:
     """Store the ZIP (content-addressed: never replaced by other bytes), then its manifest, which makes its days
     count as stored: a crash in between costs the export again, never a day pointing at a missing file."""
-    exported_at = datetime.now(UTC)
-    manifest: dict[str, Any] = {
-        "source": outcome.source,
-        "window": [outcome.window.start.isoformat(), outcome.window.end.isoformat()],
-        "exported_at": exported_at.isoformat(),
-        "zip": None,
-    }
-    uri = None
-    uncompressed = 0
+    export = RawExport(source=outcome.source, window=outcome.window, exported_at=datetime.now(UTC), zip=None)
     if isinstance(outcome, ExportedFile):
         key = raw_zip_key(outcome.source, outcome.path.stem, outcome.sha256)
         store.put_file_once(key, outcome.path, "application/zip")
         outcome.path.unlink()
-        uri = store.uri(key)
-        uncompressed = outcome.uncompressed_bytes
-        manifest |= {
-            "zip": key,
-            "sha256": outcome.sha256,
-            "output_format": outcome.output_format,
-            "compressed_bytes": outcome.compressed_bytes,
-            "uncompressed_bytes": uncompressed,
-        }
-    store.put_json(raw_manifest_key(outcome.source, outcome.window, exported_at), manifest)
-    return LandedWindow(window=outcome.window, exported=True, zip_uri=uri, uncompressed_bytes=uncompressed)
+        export = replace(
+            export,
+            zip=key,
+            sha256=outcome.sha256,
+            output_format=outcome.output_format,
+            compressed_bytes=outcome.compressed_bytes,
+            uncompressed_bytes=outcome.uncompressed_bytes,
+        )
+    publish_raw(store, export)
+    return LandedWindow(
+        window=outcome.window,
+        exported=True,
+        zip_uri=store.uri(export.zip) if export.zip else None,
+        uncompressed_bytes=export.uncompressed_bytes,
+    )
 
 
 # --- parquet ------------------------------------------------------------------------------------------------------
@@ -334,8 +323,8 @@ def _store_raw(store: ObjectStore, outcome: ExportOutcome) -> LandedWindow:
 
 @dataclass(frozen=True)
 class ParquetBuild:
-    days: dict[date, dict[str, Any]]
-    """Each day's record in the manifest (see `_day_record`), in date order."""
+    days: dict[date, DayRecord]
+    """Each day's record in the manifest, in date order."""
     columns: tuple[str, ...]
     """Union of the columns of the range's files, in the order the parser writes them."""
     raw_files: tuple[str, ...]
@@ -354,14 +343,21 @@ class ParquetBuild:
     @property
     def rows_by_day(self) -> dict[date, int]:
         """Rows per day written, lost days left out (they have no file)."""
-        return {day: int(record["rows"]) for day, record in self.days.items() if not record.get("lost")}
+        return {day: record.rows for day, record in self.days.items() if not record.lost}
 
     @property
     def held(self) -> dict[date, dict[str, Any]]:
         """Days whose newer export was far smaller than what was landed, so the landed rows were kept: per day the
         rows kept (`landed_rows`), and the declined export's rows and ZIP (`refetched_rows`, `refetched_zip`)."""
-        held = {day: record for day, record in self.days.items() if "held" in record}
-        return {day: {"landed_rows": record["rows"], **record["held"]} for day, record in held.items()}
+        return {
+            day: {
+                "landed_rows": record.rows,
+                "refetched_rows": record.held.refetched_rows,
+                "refetched_zip": record.held.refetched_zip,
+            }
+            for day, record in self.days.items()
+            if record.held is not None
+        }
 
 
 def build_parquet(
@@ -389,7 +385,7 @@ def build_parquet(
     under `held`, so nothing downstream empties a landed day; `accept_shrink` publishes the smaller export instead.
     """
     wanted = list(days.dates())
-    newest = newest_manifests(_raw_manifests(store, source), wanted)
+    newest = newest_raw_exports(store, source, wanted)
     lost = lost_days(days, newest, today)
     missing = [day for day in wanted if day not in newest and day not in lost]
     if missing:
@@ -399,28 +395,23 @@ def build_parquet(
             "those days first"
         )
     landed = {} if accept_shrink else published_records(store, source, wanted)
-    documents = {manifest: _manifest_document(store, manifest) for manifest in set(newest.values())}
     by_zip: dict[tuple[str | None, date, date], list[date]] = defaultdict(list)
-    for day, manifest in newest.items():
-        by_zip[(documents[manifest]["zip"], manifest.window.start, manifest.window.end)].append(day)
+    for day, export in newest.items():
+        by_zip[(export.zip, export.window.start, export.window.end)].append(day)
 
-    token = f"{loaded_at.astimezone(UTC):%Y%m%dT%H%M%S%fZ}-{secrets.token_hex(4)}"
-    published: dict[date, dict[str, Any]] = {
-        day: {**_day_record(None, None, ParsedDay(day, None, 0), ()), "lost": True} for day in lost
-    }
+    token = f"{stamp(loaded_at)}-{secrets.token_hex(4)}"
+    published = {day: DayRecord(file=None, rows=0, lost=True) for day in lost}
     columns: dict[str, None] = {}
     text_columns: dict[str, str] = {}
     raw_rows = 0
     raw_files: list[str] = []
     uploads: list[Future[None]] = []
     # The pool is left (every upload finished) before the folder holding the files is removed.
-    with tempfile.TemporaryDirectory(prefix="hatch-parquet-") as workdir, ThreadPoolExecutor(_PARALLEL_CALLS) as pool:
+    with tempfile.TemporaryDirectory(prefix="hatch-parquet-") as workdir, ThreadPoolExecutor(PARALLEL_CALLS) as pool:
         for index, ((key, start, end), wanted) in enumerate(sorted(by_zip.items(), key=lambda item: item[1][0])):
             if key is None:  # the vendor answered 204: these days have no rows
                 for day in wanted:
-                    published[day] = _kept_if_shrunk(landed.get(day), None, 0) or _day_record(
-                        None, None, ParsedDay(day, None, 0), ()
-                    )
+                    published[day] = _kept_if_shrunk(landed.get(day), None, 0) or DayRecord(file=None, rows=0)
                 continue
             # Keep the stored name, so a parse error names the object a user can find in the bucket.
             (Path(workdir) / str(index)).mkdir()
@@ -456,8 +447,8 @@ def build_parquet(
             zip_path.unlink()
         for upload in uploads:
             upload.result()  # the first failed upload fails the build before anything is published
-    manifest_key = _publish_manifest(store, source, days, token, published)
-    orphans = _delete_orphans(store, source, days, {record["file"] for record in published.values()}, orphan_grace)
+    manifest_key = publish_parquet(store, source, days, token, published)
+    orphans = delete_orphans(store, source, days, {record.file for record in published.values()}, orphan_grace)
     return ParquetBuild(
         days=dict(sorted(published.items())),
         columns=tuple(columns),
@@ -470,38 +461,12 @@ def build_parquet(
     )
 
 
-def _kept_if_shrunk(landed: Mapping[str, Any] | None, raw_zip: str | None, rows: int) -> dict[str, Any] | None:
+def _kept_if_shrunk(landed: DayRecord | None, raw_zip: str | None, rows: int) -> DayRecord | None:
     """The landed record of a day, noting the declined export under `held`, when the `rows` the export (`raw_zip`,
     None for a 204) holds for the day are far fewer (see SHRINK_LIMIT); None when the export may replace it."""
-    if landed is None or landed.get("lost") or rows >= SHRINK_LIMIT * int(landed["rows"]):
+    if landed is None or landed.lost or rows >= SHRINK_LIMIT * landed.rows:
         return None
-    return {**landed, "held": {"refetched_rows": rows, "refetched_zip": raw_zip}}
-
-
-def _delete_orphans(
-    store: ObjectStore, source: DataSource, days: ExportWindow, ours: Collection[str | None], grace: timedelta
-) -> tuple[str, ...]:
-    """Delete the files under the range's day folders that no manifest names and that are older than `grace`.
-
-    One listing finds the day folders' files; only when some are old and not this build's are the manifests of
-    those days read, so that a file another manifest still names (a build published since) is kept.
-    """
-    cutoff = datetime.now(UTC) - grace
-    listed = store.list_created(
-        parquet_prefix(source), parquet_day_prefix(source, days.start), parquet_day_prefix(source, days.end + _DAY)
-    )
-    old = [key for key, created in listed if created < cutoff and key not in ours]
-    if not old:
-        return ()
-    covering = [manifest for manifest in _manifests(store, source) if manifest.overlaps(days)]
-    named = {
-        record.get("file")
-        for document in _in_parallel(lambda m: store.get_json(m.key), covering)
-        for record in (document or {}).get("days", {}).values()
-    }
-    orphans = tuple(key for key in old if key not in named)
-    list(_in_parallel(store.delete, orphans))
-    return orphans
+    return replace(landed, held=Held(refetched_rows=rows, refetched_zip=raw_zip))
 
 
 def _day_record(
@@ -510,108 +475,21 @@ def _day_record(
     parsed: ParsedDay,
     columns: Sequence[str],
     vendor_columns: Sequence[str] | None = None,
-) -> dict[str, Any]:
-    """A day's entry in the Parquet manifest: its file and columns, and what the checks reconcile it with (the ZIP
-    read, the rows read out of it, the columns it carried, the rows moved into the window)."""
-    return {
-        "file": file_key,
-        "rows": parsed.rows,
-        "columns": list(columns) if parsed.rows else [],
-        "raw_zip": raw_zip,
-        "vendor_columns": None if vendor_columns is None else list(vendor_columns),
-        "clamped_rows": parsed.clamped_rows,
-        "undated_rows": parsed.undated_rows,
-    }
+) -> DayRecord:
+    """A day's entry in the Parquet manifest: what one export's parse wrote for it."""
+    return DayRecord(
+        file=file_key,
+        rows=parsed.rows,
+        columns=tuple(columns) if parsed.rows else (),
+        raw_zip=raw_zip,
+        vendor_columns=None if vendor_columns is None else tuple(vendor_columns),
+        clamped_rows=parsed.clamped_rows,
+        undated_rows=parsed.undated_rows,
+    )
 
 
-@dataclass(frozen=True, order=True)
-class _Manifest:
-    """A Parquet manifest as its key names it: sorting orders manifests oldest first."""
-
-    stamp: str
-    start: date
-    end: date
-    key: str
-
-    @classmethod
-    def from_key(cls, key: str) -> _Manifest:
-        stamp, start, end = key.rsplit("/", 1)[-1].removesuffix(".json").split("_")
-        return cls(stamp, date.fromisoformat(start), date.fromisoformat(end), key)
-
-    def covers(self, day: date) -> bool:
-        return self.start <= day <= self.end
-
-    def overlaps(self, days: ExportWindow) -> bool:
-        return self.start <= days.end and days.start <= self.end
-
-
-def _manifests(store: ObjectStore, source: DataSource) -> list[_Manifest]:
-    return sorted(_Manifest.from_key(key) for key in store.list(parquet_manifest_prefix(source)))
-
-
-def _newest_manifests(manifests: Sequence[_Manifest], days: Iterable[date]) -> dict[date, _Manifest]:
-    """For each of `days` that any manifest covers, the newest one that does."""
-    wanted = tuple(days)
-    newest: dict[date, _Manifest] = {}
-    for manifest in manifests:  # oldest first, so newer ones overwrite
-        newest |= {day: manifest for day in wanted if manifest.covers(day)}
-    return newest
-
-
-def _publish_manifest(
-    store: ObjectStore, source: DataSource, days: ExportWindow, token: str, records: Mapping[date, dict[str, Any]]
-) -> str:
-    """Write the manifest that makes `records` the range's days, then retire what it supersedes: the older
-    manifests' files for these days, and the manifests none of whose days they still decide."""
-    older = _manifests(store, source)
-    key = parquet_manifest_key(source, token, days.start, days.end)
-    store.put_json(key, {"source": source, "days": {day.isoformat(): records[day] for day in days.dates()}})
-    ours = _Manifest.from_key(key)
-    overlapping = [manifest for manifest in older if manifest < ours and manifest.overlaps(days)]
-    newest = _newest_manifests([*older, ours], {day for manifest in overlapping for day in _dates(manifest)})
-    documents = dict(zip(overlapping, _in_parallel(lambda m: store.get_json(m.key), overlapping), strict=True))
-    kept = {record.get("file") for record in records.values()}  # a day held from a shrink keeps its older file
-    doomed = [
-        file_key
-        for manifest, document in documents.items()
-        for day, record in (document or {}).get("days", {}).items()
-        if days.start <= date.fromisoformat(day) <= days.end
-        and (file_key := record.get("file"))
-        and file_key not in kept
-    ]
-    doomed += [m.key for m in overlapping if all(newest[day] != m for day in _dates(m))]
-    list(_in_parallel(store.delete, doomed))
-    return key
-
-
-def _dates(manifest: _Manifest) -> Iterator[date]:
-    return ExportWindow(manifest.start, manifest.end).dates()
-
-
-def _in_parallel(call: Callable[[Any], _T], items: Sequence[Any]) -> Iterator[_T]:
-    """`call` over `items` with a few object-store calls in flight, results in order."""
-    if len(items) <= 1:
-        return map(call, items)
-    with ThreadPoolExecutor(_PARALLEL_CALLS) as pool:
-        return iter(list(pool.map(call, items)))
-
-
-def newest_raw_zips(
-    store: ObjectStore, source: DataSource, days: Iterable[date] | None = None
-) -> dict[date, str | None]:
-    """The key of each day's newest stored ZIP (None where the vendor answered 204), for the days of `days` (every
-    stored day when None) that have a stored export."""
-    manifests = _raw_manifests(store, source)
-    wanted = sorted({day for m in manifests for day in m.window.dates()} if days is None else set(days))
-    newest = newest_manifests(manifests, wanted)
-    readable = sorted(set(newest.values()))
-    documents = dict(zip(readable, _in_parallel(lambda m: _manifest_document(store, m), readable), strict=True))
-    return {day: documents[manifest].get("zip") for day, manifest in newest.items()}
-
-
-def published_days(store: ObjectStore, source: DataSource, days: ExportWindow) -> dict[date, dict[str, Any]]:
-    """What the Parquet stage published for each day: its file key (None without rows), rows and columns (see
-    `_day_record`); fails naming the days nothing was published for."""
+def published_days(store: ObjectStore, source: DataSource, days: ExportWindow) -> dict[date, DayRecord]:
+    """What the Parquet stage published for each day; fails naming the days nothing was published for."""
     records = published_records(store, source, days.dates())
     missing = [day for day in days.dates() if day not in records]
     if missing:
@@ -619,29 +497,10 @@ def published_days(store: ObjectStore, source: DataSource, days: ExportWindow) -
         raise MissingUpstream(
             f"{upstream} has published nothing for {missing[0]}"
             + (f" and {len(missing) - 1} more day(s)" if len(missing) > 1 else "")
-            + f" (no manifest under {store.uri(parquet_manifest_prefix(source))} covers it); materialize {upstream} "
+            + f" (no manifest under {store.uri(parquet_manifests_prefix(source))} covers it); materialize {upstream} "
             "for those days first"
         )
     return records
-
-
-def published_records(
-    store: ObjectStore, source: DataSource, days: Iterable[date] | None = None
-) -> dict[date, dict[str, Any]]:
-    """The newest manifest's record of each of `days` (every day any manifest covers when None) that has one.
-
-    One listing finds the newest manifest of each day; only those are read (one for a range built in one run).
-    """
-    manifests = _manifests(store, source)
-    wanted = sorted({day for m in manifests for day in _dates(m)} if days is None else set(days))
-    newest = _newest_manifests(manifests, wanted)
-    readable = sorted(set(newest.values()))
-    documents = dict(zip(readable, _in_parallel(lambda m: store.get_json(m.key), readable), strict=True))
-    if any(document is None for document in documents.values()):
-        raise warehouse.ParquetReplaced(
-            f"a manifest of hatch/parquet/{source} was replaced while it was read; run again"
-        )
-    return {day: (documents[newest[day]] or {})["days"][day.isoformat()] for day in wanted if day in newest}
 
 
 # --- bigquery -----------------------------------------------------------------------------------------------------
@@ -714,7 +573,7 @@ def load_bigquery(
 def _load_published(
     source: DataSource,
     days: ExportWindow,
-    published: Mapping[date, dict[str, Any]],
+    published: Mapping[date, DayRecord],
     *,
     store: ObjectStore,
     client: bigquery.Client,
@@ -723,7 +582,7 @@ def _load_published(
     run_id: str,
 ) -> BigQueryLoad:
     """`load_bigquery` of the records one read of the Parquet manifests returned."""
-    lost = tuple(day for day, record in published.items() if record.get("lost"))
+    lost = tuple(day for day, record in published.items() if record.lost)
     records = {day: record for day, record in published.items() if day not in lost}
     if not records:
         raise NothingToLand(
@@ -733,8 +592,8 @@ def _load_published(
     # Files of one column set load together (the emulator maps Parquet columns by position, BigQuery by name).
     files_by_columns: dict[tuple[str, ...], list[str]] = defaultdict(list)
     for record in records.values():
-        if record["file"] is not None:
-            files_by_columns[tuple(record["columns"])].append(store.uri(record["file"]))
+        if record.file is not None:
+            files_by_columns[record.columns].append(store.uri(record.file))
     groups = [
         warehouse.ParquetGroup(
             uris=tuple(uris), columns=_bigquery_columns(source, names), hive_prefix=store.uri(parquet_prefix(source))

@@ -11,7 +11,7 @@ import dagster as dg
 from google.cloud.storage import Client as StorageClient
 
 from hatch_pipeline.defs.assets import REFETCH_TAG
-from hatch_pipeline.storage import parse_raw_manifest_key
+from hatch_pipeline.storage.manifests import parse_manifest_key
 from hatch_pipeline_tests.pipeline_fixtures import (
     ROWS_PER_DAY,
     SOURCES,
@@ -84,7 +84,7 @@ def test_a_refetch_tag_exports_exactly_the_runs_days_again(pipeline: Pipeline, g
     manifests = [
         manifest
         for blob in gcs_client.list_blobs(pipeline.bucket, prefix="hatch/manifests/raw/contact_history/")
-        if (manifest := parse_raw_manifest_key(blob.name.removeprefix("hatch/")))
+        if (manifest := parse_manifest_key(blob.name.removeprefix("hatch/")))
     ]
     assert len(manifests) == 2, "the refetch adds a manifest; the earlier export stays stored"
     for source in SOURCES:

@@ -29,7 +29,8 @@ from hatch_pipeline.contract import DataSource, ExportWindow
 from hatch_pipeline.defs.resources import HatchStorageResource
 from hatch_pipeline.local.sandbox.data import DEFAULT_API_KEY
 from hatch_pipeline.stages import ParquetBuild, build_parquet, published_days
-from hatch_pipeline.storage import ObjectStore, parquet_prefix
+from hatch_pipeline.storage.keys import parquet_prefix
+from hatch_pipeline.storage.store import ObjectStore
 from hatch_pipeline_tests.export_api.test_client import zip_of
 from hatch_pipeline_tests.pipeline_fixtures import ROWS_PER_DAY, YESTERDAY, Pipeline, keys_of, without_load_time
 
@@ -216,4 +217,4 @@ def test_a_later_build_of_the_days_deletes_the_files_a_killed_build_left(pipelin
 
 
 def named_files(store: ObjectStore, days: ExportWindow) -> set[str]:
-    return {record["file"] for record in published_days(store, SOURCE, days).values() if record["file"]}
+    return {record.file for record in published_days(store, SOURCE, days).values() if record.file}

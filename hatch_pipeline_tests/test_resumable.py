@@ -17,7 +17,7 @@ from google.cloud.storage import Client as StorageClient
 
 from hatch_pipeline.contract import DataSource
 from hatch_pipeline.local.demo import materialize_command
-from hatch_pipeline.storage import parse_raw_manifest_key
+from hatch_pipeline.storage.manifests import parse_manifest_key
 from hatch_pipeline_tests.pipeline_fixtures import ROWS_PER_DAY, YESTERDAY, Pipeline, days_of, one_day_bytes
 
 SOURCE: DataSource = "contact_history"
@@ -29,7 +29,7 @@ RUN_TIMEOUT_SECONDS = 600
 def stored_days(pipeline: Pipeline, gcs_client: StorageClient) -> set[str]:
     """Days with a manifest in the bucket: what the raw stage treats as stored."""
     prefix = f"hatch/manifests/raw/{SOURCE}/"
-    manifests = [parse_raw_manifest_key(blob.name) for blob in gcs_client.list_blobs(pipeline.bucket, prefix=prefix)]
+    manifests = [parse_manifest_key(blob.name) for blob in gcs_client.list_blobs(pipeline.bucket, prefix=prefix)]
     return {day.isoformat() for manifest in manifests if manifest for day in manifest.window.dates()}
 
 

@@ -326,10 +326,10 @@ def build_source_assets(
             context,
             {
                 day: {
-                    "rows": record["rows"],
-                    "rows_dated_outside_window": record["clamped_rows"],
-                    "rows_undated": record["undated_rows"],
-                    "file": store.uri(record["file"]) if record["file"] else None,
+                    "rows": record.rows,
+                    "rows_dated_outside_window": record.clamped_rows,
+                    "rows_undated": record.undated_rows,
+                    "file": store.uri(record.file) if record.file else None,
                 }
                 for day, record in build.days.items()
             },

@@ -20,7 +20,7 @@ from hatch_pipeline.export_api.client import ExportRetry, HatchExportClient
 from hatch_pipeline.export_api.gcs_ledger import GcsLedgerStore
 from hatch_pipeline.export_api.ledger import LedgerStore, LocalLedgerStore, RateLedger, organization_key
 from hatch_pipeline.settings import DEFAULT_API_BASE_URL, Settings
-from hatch_pipeline.storage import ObjectStore
+from hatch_pipeline.storage.store import ObjectStore
 
 _DEFAULTS: Final = Settings()
 

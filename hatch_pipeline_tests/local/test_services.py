@@ -24,7 +24,7 @@ from hatch_pipeline.local.services import (
     gcs_local_root,
     storage_client,
 )
-from hatch_pipeline.storage import ObjectStore
+from hatch_pipeline.storage.store import ObjectStore
 from hatch_pipeline_tests.gcp_fixtures import LocalGcp
 
 Upload = Callable[[Blob, bytes, int], None]

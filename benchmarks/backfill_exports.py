@@ -51,7 +51,7 @@ from hatch_pipeline.local.sandbox.data import DEFAULT_API_KEY, SandboxConfig, re
 from hatch_pipeline.local.sandbox.server import SandboxServer
 from hatch_pipeline.local.services import gcs_emulator, storage_client
 from hatch_pipeline.settings import Settings
-from hatch_pipeline.stages import land_raw
+from hatch_pipeline.stages.raw import land_raw
 from hatch_pipeline.storage.store import ObjectStore
 
 VENDOR: Final = Settings()

@@ -38,7 +38,9 @@ from hatch_pipeline.defs.resources import HatchExportResource
 from hatch_pipeline.local.sandbox.data import DEFAULT_API_KEY
 from hatch_pipeline.local.sandbox.server import SandboxServer
 from hatch_pipeline.local.services import bigquery_client, bigquery_emulator, gcs_emulator, storage_client
-from hatch_pipeline.stages import build_parquet, land_raw, load_bigquery, table_spec
+from hatch_pipeline.stages.bigquery import load_bigquery, table_spec
+from hatch_pipeline.stages.parquet import build_parquet
+from hatch_pipeline.stages.raw import land_raw
 from hatch_pipeline.storage.store import ObjectStore
 
 SOURCE: Final[DataSource] = "conversation_items"

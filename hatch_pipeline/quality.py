@@ -50,8 +50,8 @@ class StoredDay:
     lost: bool = False
     """Nothing was stored and the vendor no longer serves the day: published as lost, with nothing to reconcile."""
     held: Held | None = None
-    """The newer export the build declined for holding far fewer rows than were landed (see stages.SHRINK_LIMIT);
-    the Parquet keeps the landed rows."""
+    """The newer export the build declined for holding far fewer rows than were landed (see
+    stages.parquet.SHRINK_LIMIT); the Parquet keeps the landed rows."""
 
     @property
     def stale(self) -> bool:

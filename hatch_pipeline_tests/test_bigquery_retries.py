@@ -20,7 +20,8 @@ import pytest
 from hatch_pipeline.contract import ExportWindow
 from hatch_pipeline.defs.assets import BIGQUERY_RETRY_POLICY, bigquery_key
 from hatch_pipeline.defs.resources import HatchStorageResource
-from hatch_pipeline.stages import LOAD_ATTEMPTS, build_parquet
+from hatch_pipeline.stages.bigquery import LOAD_ATTEMPTS
+from hatch_pipeline.stages.parquet import build_parquet
 from hatch_pipeline_tests.bigquery_proxy import BigQueryProxy
 from hatch_pipeline_tests.pipeline_fixtures import DEFAULT_SETTINGS, ROWS_PER_DAY, YESTERDAY, Pipeline, keys_of
 

@@ -25,7 +25,7 @@ from zetasql.core.local_service import ZetaSqlLocalService
 from hatch_pipeline.contract import DataSource
 from hatch_pipeline.local.services import bigquery_client
 from hatch_pipeline.schemas import LINEAGE_COLUMNS, SCHEMAS, column_dtypes
-from hatch_pipeline.stages import table_spec
+from hatch_pipeline.stages.bigquery import table_spec
 from hatch_pipeline.warehouse import bigquery_columns, days_with_repeated_ids, rows_by_day
 from hatch_pipeline_tests.bigquery_analyzer import BigQueryAnalyzer, module_cache_path, start_zetasql
 from hatch_pipeline_tests.bigquery_proxy import BigQueryProxy

@@ -28,7 +28,8 @@ from google.cloud.storage import Client as StorageClient
 from hatch_pipeline.contract import DataSource, ExportWindow
 from hatch_pipeline.defs.resources import HatchStorageResource
 from hatch_pipeline.local.sandbox.data import DEFAULT_API_KEY
-from hatch_pipeline.stages import ParquetBuild, build_parquet, published_days
+from hatch_pipeline.stages.bigquery import published_days
+from hatch_pipeline.stages.parquet import ParquetBuild, build_parquet
 from hatch_pipeline.storage.keys import parquet_prefix
 from hatch_pipeline.storage.store import ObjectStore
 from hatch_pipeline_tests.export_api.test_client import zip_of

@@ -24,7 +24,7 @@ from hatch_pipeline.local.sandbox.data import DEFAULT_API_KEY, EDGE_BODIES
 from hatch_pipeline.local.sandbox.server import Fault
 from hatch_pipeline.schemas import SCHEMAS
 from hatch_pipeline.settings import Settings
-from hatch_pipeline.stages import land_raw
+from hatch_pipeline.stages.raw import land_raw
 from hatch_pipeline_tests.pipeline_fixtures import (
     ROWS_PER_DAY,
     SOURCES,

@@ -1,7 +1,7 @@
 """The per-source asset factory: hatch/raw/S → hatch/parquet/S → hatch/bigquery/S, daily-partitioned.
 
 Every asset runs a whole partition range in one run (BackfillPolicy.single_run): a 30-day backfill is one run
-whose raw step spends as few exports as the limits allow. The assets only wire the plain stages in stages.py to
+whose raw step spends as few exports as the limits allow. The assets only wire the plain stages in stages/ to
 Dagster's resources and report what happened as metadata.
 """
 
@@ -19,7 +19,10 @@ from hatch_pipeline.contract import DataSource, ExportWindow, contiguous_windows
 from hatch_pipeline.defs.conditions import FOLLOWS_UPSTREAM
 from hatch_pipeline.defs.resources import HatchBigQueryResource, HatchExportResource, HatchStorageResource
 from hatch_pipeline.schemas import SCHEMAS
-from hatch_pipeline.stages import ExportsPaused, build_parquet, land_raw, load_bigquery, lost_reason, table_spec
+from hatch_pipeline.stages.bigquery import load_bigquery, table_spec
+from hatch_pipeline.stages.common import lost_reason
+from hatch_pipeline.stages.parquet import build_parquet
+from hatch_pipeline.stages.raw import ExportsPaused, land_raw
 from hatch_pipeline.warehouse import is_transient
 
 API_POOL: Final = "hatch_export_api"

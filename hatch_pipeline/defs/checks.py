@@ -37,7 +37,8 @@ from hatch_pipeline.quality import (
 )
 from hatch_pipeline.schemas import SCHEMAS
 from hatch_pipeline.settings import Settings
-from hatch_pipeline.stages import SHRINK_LIMIT, table_spec
+from hatch_pipeline.stages.bigquery import table_spec
+from hatch_pipeline.stages.parquet import SHRINK_LIMIT
 from hatch_pipeline.warehouse import days_with_repeated_ids, quoted, rows_by_day
 
 ROWS_MATCH_RAW: Final = "rows_match_raw"

@@ -167,7 +167,7 @@ def materialize_command(first: date, last: date, select: str = "group:hatch") ->
 
 
 def _report(first: date, last: date, access_log: Sequence[AccessRecord], bq_endpoint: str, home: Path) -> None:
-    from hatch_pipeline.stages import table_spec
+    from hatch_pipeline.stages.bigquery import table_spec
 
     client = bigquery_client(DEMO_PROJECT, "US", bq_endpoint)
     days = [first + timedelta(days=offset) for offset in range((last - first).days + 1)]

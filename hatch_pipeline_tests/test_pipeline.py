@@ -15,8 +15,8 @@ from google.cloud import bigquery
 from google.cloud.storage import Client as StorageClient
 
 from hatch_pipeline.contract import DataSource, ExportWindow, OutputFormat, earliest_allowed_day
-from hatch_pipeline.defs.assets import ACCEPT_SHRINK_TAG, REFETCH_TAG
 from hatch_pipeline.defs.checks import COLUMNS_MATCH_SCHEMA, YESTERDAY_LANDED
+from hatch_pipeline.defs.constants import ACCEPT_SHRINK_TAG, REFETCH_TAG
 from hatch_pipeline.defs.resources import HatchExportResource, HatchStorageResource
 from hatch_pipeline.export_api.client import HatchExportClient
 from hatch_pipeline.export_api.ledger import organization_key

@@ -50,7 +50,7 @@ def test_one_day_lands_in_bigquery_with_reconciled_counts(pipeline: Pipeline) ->
         (source, YESTERDAY.isoformat(), YESTERDAY.isoformat(), 200) for source in SOURCES
     ]
     # Every check ran and passed; yesterday_landed depends on the hour (before HATCH_FRESH_BY the day before
-    # yesterday is due), so test_checks.py judges it on an injected clock.
+    # yesterday is due), so defs/test_checks.py judges it on an injected clock.
     checks = result.get_asset_check_evaluations()
     assert len(checks) == 7 * len(SOURCES)
     assert [(c.asset_key, c.check_name) for c in checks if not c.passed and c.check_name != YESTERDAY_LANDED] == []

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
@@ -37,17 +38,14 @@ def daily_schedule(settings: Settings, job: dg.UnresolvedAssetJobDefinition) -> 
         )
 
     try:
-        return dg.ScheduleDefinition(
-            name=SCHEDULE_NAME,
-            cron_schedule=settings.schedule_cron,
-            execution_timezone=settings.timezone,
-            job=job,
-            execution_fn=hatch_daily_schedule,
-            default_status=dg.DefaultScheduleStatus.RUNNING,
-            description=(
-                f"Refetches yesterday and the {settings.lookback_days} day(s) before it as one range run "
-                f"(run tag {REFETCH_TAG}=true): late corrections by the vendor replace what was landed."
-            ),
+        return _running_schedule(
+            SCHEDULE_NAME,
+            settings.schedule_cron,
+            settings,
+            job,
+            hatch_daily_schedule,
+            f"Refetches yesterday and the {settings.lookback_days} day(s) before it as one range run "
+            f"(run tag {REFETCH_TAG}=true): late corrections by the vendor replace what was landed.",
         )
     except dg.DagsterInvalidDefinitionError as error:
         raise SettingsError(
@@ -64,15 +62,33 @@ def checks_schedule(settings: Settings, job: dg.UnresolvedAssetJobDefinition) ->
         tick = context.scheduled_execution_time or datetime.now(UTC)
         return dg.RunRequest(run_key=f"{CHECKS_SCHEDULE_NAME}:{tick.isoformat()}", tags={AS_OF_TAG: tick.isoformat()})
 
+    return _running_schedule(
+        CHECKS_SCHEDULE_NAME,
+        f"{fresh_by.minute} {fresh_by.hour} * * *",
+        settings,
+        job,
+        hatch_checks_schedule,
+        f"Runs every hatch check at {settings.fresh_by} {settings.timezone} (HATCH_FRESH_BY): whether "
+        "yesterday landed, and the reconciliation of every stored day.",
+    )
+
+
+def _running_schedule(
+    name: str,
+    cron: str,
+    settings: Settings,
+    job: dg.UnresolvedAssetJobDefinition,
+    execution_fn: Callable[[dg.ScheduleEvaluationContext], dg.RunRequest | dg.SkipReason],
+    description: str,
+) -> dg.ScheduleDefinition:
+    """A schedule at `cron` in HATCH_TIMEZONE, on by default: daily arrival, and checks that turn red unattended,
+    are the point."""
     return dg.ScheduleDefinition(
-        name=CHECKS_SCHEDULE_NAME,
-        cron_schedule=f"{fresh_by.minute} {fresh_by.hour} * * *",
+        name=name,
+        cron_schedule=cron,
         execution_timezone=settings.timezone,
         job=job,
-        execution_fn=hatch_checks_schedule,
+        execution_fn=execution_fn,
         default_status=dg.DefaultScheduleStatus.RUNNING,
-        description=(
-            f"Runs every hatch check at {settings.fresh_by} {settings.timezone} (HATCH_FRESH_BY): whether "
-            "yesterday landed, and the reconciliation of every stored day."
-        ),
+        description=description,
     )

@@ -274,6 +274,9 @@ def _table_checks(source: DataSource) -> dg.AssetChecksDefinition:
 
 
 def _yesterday_landed(source: DataSource, settings: Settings) -> dg.AssetChecksDefinition:
+    """Not dagster's build_time_partition_freshness_checks (freshness_checks/time_partition.py, 1.13), though it too
+    judges per partition: it and its sensor warn SupersessionWarning at each load, it judges at the wall clock (not
+    the schedule's tick, AS_OF_TAG), raises CheckError before the first partition, and names the day only in text."""
     asset = bigquery_key(source)
     fresh_by, zone = settings.fresh_by_time, settings.zone
 

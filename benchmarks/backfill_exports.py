@@ -83,6 +83,7 @@ def backfill_ours(
     client: HatchExportClient, ledger: RateLedger, store: ObjectStore, days: ExportWindow, limit: int, *, refetch: bool
 ) -> None:
     """What the raw asset does: `land_raw` for each source (a refetch re-exports days already stored)."""
+    since = datetime.now(UTC) if refetch else None
     for source in DATA_SOURCES:
         land_raw(
             source,
@@ -92,7 +93,7 @@ def backfill_ours(
             store=store,
             max_payload_bytes=limit,
             today=datetime.now(UTC).date(),
-            refetch=refetch,
+            refetch_since=since,
         )
 
 

@@ -1,7 +1,7 @@
 """Throughput and peak memory of turning an export ZIP into Parquet: ours beside the tools a user would pick instead.
 
 Every variant starts from the same stored ZIP (so each pays for decompressing it) and writes Parquet:
-- ours: `hatch_pipeline.parsing.parse_export`, typed, checked, one file per day, every NDJSON key kept;
+- ours: `hatch_pipeline.parsing.export.parse_export`, typed, checked, one file per day, every NDJSON key kept;
 - polars: bare polars, member extracted to a file, `scan_ndjson` / `scan_csv` with polars' defaults, the day
   column added, `sink_parquet` partitioned by day (what ours must reach: about the same speed);
 - polars-all: the same with the NDJSON schema inferred from every line (`infer_schema_length=None`), as keeping
@@ -48,7 +48,7 @@ import polars as pl
 from benchmarks import format_table
 from hatch_pipeline.contract import DataSource, ExportWindow, OutputFormat
 from hatch_pipeline.local.sandbox.data import SandboxConfig, render_export
-from hatch_pipeline.parsing import parse_export
+from hatch_pipeline.parsing.export import parse_export
 from hatch_pipeline.schemas import SCHEMAS
 
 SOURCE: Final[DataSource] = "conversation_items"

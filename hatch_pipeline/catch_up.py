@@ -6,6 +6,12 @@ queued or running run will land it. Missing days are grouped into gaps of consec
 one range run of the sources that miss some of its days: stored days inside the gap are reused, so a source spends
 one export per run of days it misses. Gaps are requested oldest first (the oldest are the next to fall out of the
 vendor's 180 days and be lost), as many as the exports left in the ledger's rolling 24 hours pay for.
+
+A landed day can still lack its Parquet or table: a run whose raw step stored some windows and then failed (the
+daily cap with no pause left) shows those days' raw as materialized, and its Parquet and BigQuery steps never ran.
+Such days (their Parquet's or table's latest attempt failed) become follow-ups: one run of those sources' Parquet
+and BigQuery assets per stretch of days, built from the stored ZIPs, so they cost no export and are requested
+at once, whatever the exports left.
 """
 
 from __future__ import annotations
@@ -58,6 +64,23 @@ class Gap:
 
 
 @dataclass(frozen=True)
+class FollowUp:
+    """Landed days whose Parquet or table a failed run never built: one run of the Parquet and BigQuery assets of
+    `sources` over `window` builds them from the stored ZIPs, spending no export."""
+
+    window: ExportWindow
+    sources: tuple[DataSource, ...]
+
+    @property
+    def run_key(self) -> str:
+        """Names the stretch and its sources: the same follow-up is never requested twice."""
+        return f"catch-up build {self.window} {'+'.join(self.sources)}"
+
+    def __str__(self) -> str:
+        return f"{self.window} ({', '.join(self.sources)})"
+
+
+@dataclass(frozen=True)
 class CatchUpPlan:
     """One evaluation's decision and everything needed to explain it."""
 
@@ -67,11 +90,14 @@ class CatchUpPlan:
     """The gaps to request now, oldest first."""
     in_flight: Mapping[DataSource, tuple[ExportWindow, ...]]
     """Missing days that queued or running runs will land, per source."""
-    repeated: tuple[tuple[Gap, str], ...]
-    """Gaps requested before under the same run key, each with a description of that run: never again."""
+    repeated: tuple[tuple[Gap | FollowUp, str], ...]
+    """Gaps and follow-ups requested before under the same run key, each with a description of that run: never
+    again."""
     deferred: tuple[Gap, ...]
     """Gaps the exports left in the rolling 24 hours do not pay for yet."""
     exports_left: int
+    follow_ups: tuple[FollowUp, ...] = ()
+    """Landed days to build into Parquet and BigQuery now, oldest first."""
 
     def explain(self) -> str:
         """What the sensor decided and why, in sentences a user can act on (the tick's log or skip reason)."""
@@ -83,13 +109,18 @@ class CatchUpPlan:
         sentences: list[str] = []
         for gap in self.requests:
             sentences.append(f"Requesting {gap}, at least {gap.min_exports} export(s).")
+        for follow_up in self.follow_ups:
+            sentences.append(
+                f"Building {follow_up} into Parquet and BigQuery from the stored exports (no export): a failed run "
+                "stored these days but never built them."
+            )
         for source, windows in self.in_flight.items():
             days = ", ".join(str(window) for window in windows)
             sentences.append(f"{source}: {days} will be landed by a queued or running run.")
-        for gap, earlier in self.repeated:
+        for asked, earlier in self.repeated:
             sentences.append(
-                f"{gap} was requested before ({earlier}) and is not requested again: look at that run's logs, fix "
-                f"the cause, then materialize {gap.window.start}...{gap.window.end} of those sources' hatch assets "
+                f"{asked} was requested before ({earlier}) and is not requested again: look at that run's logs, fix "
+                f"the cause, then materialize {asked.window.start}...{asked.window.end} of those sources' hatch assets "
                 "from the UI (one range run)."
             )
         for gap in self.deferred:
@@ -116,13 +147,16 @@ def plan_catch_up(
     window: ExportWindow | None,
     *,
     landed: Mapping[DataSource, Set[date]],
+    unbuilt: Mapping[DataSource, Set[date]],
     in_flight: Mapping[DataSource, Sequence[ExportWindow]],
     exports_left: int,
     earlier_run: Callable[[str], str | None],
 ) -> CatchUpPlan:
-    """The gaps to request now among the days of `window` (`catch_up_window`).
+    """The gaps and follow-ups to request now among the days of `window` (`catch_up_window`).
 
     `landed`: per source, the days whose raw asset is materialized and whose latest attempt did not fail.
+    `unbuilt`: per source, landed days whose Parquet or table's latest attempt failed and that no run is building.
+    They become follow-ups, but not the days a gap requested now rebuilds anyway.
     `in_flight`: per source, the days that queued or running runs will land (their partition ranges).
     `exports_left`: what the ledger allows in its rolling 24 hours. Each requested gap costs at least
     `Gap.min_exports`; the sum never exceeds `exports_left`, so at most that many runs are requested.
@@ -139,7 +173,7 @@ def plan_catch_up(
         if absent & running:
             covered[source] = tuple(contiguous_windows(absent & running))
     requests: list[Gap] = []
-    repeated: list[tuple[Gap, str]] = []
+    repeated: list[tuple[Gap | FollowUp, str]] = []
     deferred: list[Gap] = []
     left = exports_left
     for gap_window in contiguous_windows(day for days in missing.values() for day in days):
@@ -159,4 +193,27 @@ def plan_catch_up(
             left -= gap.min_exports
         else:
             deferred.append(gap)
-    return CatchUpPlan(window, tuple(requests), covered, tuple(repeated), tuple(deferred), exports_left)
+    follow_ups: list[FollowUp] = []
+    for follow_up in _follow_ups(window, unbuilt, rebuilt_by=requests):
+        earlier = earlier_run(follow_up.run_key)
+        if earlier is None:
+            follow_ups.append(follow_up)
+        else:
+            repeated.append((follow_up, earlier))
+    return CatchUpPlan(
+        window, tuple(requests), covered, tuple(repeated), tuple(deferred), exports_left, tuple(follow_ups)
+    )
+
+
+def _follow_ups(
+    window: ExportWindow, unbuilt: Mapping[DataSource, Set[date]], *, rebuilt_by: Sequence[Gap]
+) -> list[FollowUp]:
+    """One follow-up per stretch of unbuilt days, shared by the sources whose stretch it is, oldest first. Days of
+    the window only, and not those a requested gap's run builds for the same source."""
+    sources_by_stretch: dict[ExportWindow, list[DataSource]] = {}
+    for source in DATA_SOURCES:
+        rebuilt = {day for gap in rebuilt_by if source in gap.sources for day in gap.window.dates()}
+        days = (set(unbuilt.get(source, ())) & set(window.dates())) - rebuilt
+        for stretch in contiguous_windows(days):
+            sources_by_stretch.setdefault(stretch, []).append(source)
+    return [FollowUp(stretch, tuple(sources)) for stretch, sources in sorted(sources_by_stretch.items())]

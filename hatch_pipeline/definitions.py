@@ -1,12 +1,19 @@
-"""What Dagster loads in a deployment (workspace.yaml and `dagster dev -m hatch_pipeline.definitions` point here):
-Google Cloud Storage and BigQuery as the HATCH_* settings describe them. The local stand-ins have their own module,
-`hatch_pipeline.local.definitions`."""
+"""What Dagster loads in a deployment (workspace.yaml, `dagster api grpc -m hatch_pipeline.definitions` and
+`dagster dev -m hatch_pipeline.definitions` point here): Google Cloud Storage and BigQuery as the HATCH_* settings
+describe them. The local stand-ins have their own module, `hatch_pipeline.local.definitions`.
+
+Lazy: the HATCH_* variables are read when Dagster loads the code location, not when the module is imported."""
 
 from __future__ import annotations
+
+import dagster as dg
 
 from hatch_pipeline.defs import build_definitions
 from hatch_pipeline.defs.resources import pipeline_resources
 from hatch_pipeline.settings import Settings
 
-settings = Settings.from_env()
-defs = build_definitions(settings, pipeline_resources(settings))
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    settings = Settings.from_env()
+    return build_definitions(settings, pipeline_resources(settings))

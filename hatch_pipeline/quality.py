@@ -8,7 +8,7 @@ found, so a check run over a range (recorded without a partition) still says whi
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
@@ -51,11 +51,16 @@ class StoredDay:
     undated_rows: int = 0
     lost: bool = False
     """Nothing was stored and the vendor no longer serves the day: published as lost, with nothing to reconcile."""
+    held: Finding | None = None
+    """The newer export the build declined for holding far fewer rows than were landed (`refetched_rows`,
+    `refetched_zip`: None for a 204; see stages.SHRINK_LIMIT); the Parquet keeps the landed rows."""
 
     @property
     def stale(self) -> bool:
-        """The Parquet was built from another export than the newest stored one (e.g. a refetch not parsed yet)."""
-        return self.lineage_recorded and self.built_from != self.newest_raw_zip
+        """The Parquet was built from another export than the newest stored one (e.g. a refetch not parsed yet),
+        and not because the build declined the newest one as a shrink."""
+        declined = self.held is not None and self.held["refetched_zip"] == self.newest_raw_zip
+        return self.lineage_recorded and self.built_from != self.newest_raw_zip and not declined
 
 
 def stored_days(store: ObjectStore, source: DataSource, days: Sequence[date] | None = None) -> dict[date, StoredDay]:
@@ -88,6 +93,7 @@ def stored_days(store: ObjectStore, source: DataSource, days: Sequence[date] | N
             vendor_columns=tuple(vendor_columns) if vendor_columns else None,
             clamped_rows=int(record.get("clamped_rows", 0)),
             undated_rows=int(record.get("undated_rows", 0)),
+            held=record.get("held"),
         )
     return stored
 
@@ -126,6 +132,20 @@ def _raw_parquet_problem(found: StoredDay | None) -> str | None:
     if found.parquet_rows != found.read_from_raw:
         return "the Parquet file holds another number of rows than were read from the export"
     return None
+
+
+def shrink_findings(stored: Mapping[date, StoredDay], uri: Callable[[str], str]) -> dict[str, Finding]:
+    """Days whose newer export was declined for holding far fewer rows than were landed, with both counts and the
+    declined ZIP's `uri` (None for a 204)."""
+    return {
+        day.isoformat(): {
+            "landed_rows": found.read_from_raw,
+            "refetched_rows": found.held["refetched_rows"],
+            "refetched_zip": uri(found.held["refetched_zip"]) if found.held["refetched_zip"] else None,
+        }
+        for day, found in sorted(stored.items())
+        if found.held is not None
+    }
 
 
 def table_findings(

@@ -32,7 +32,7 @@ from hatch_pipeline.export_api.client import ExportedFile, ExportOutcome, HatchE
 from hatch_pipeline.export_api.errors import HatchExportError, InvalidExportRequest, SlotUnavailable
 from hatch_pipeline.export_api.ledger import Claim, Decide, RateLedger
 from hatch_pipeline.export_api.planner import Sent, SizeEvidence, export_days, plan_windows
-from hatch_pipeline.parsing import ParsedDay, parse_export
+from hatch_pipeline.parsing.export import ParsedDay, parse_export
 from hatch_pipeline.schemas import LINEAGE_COLUMNS, SCHEMAS, column_dtypes
 from hatch_pipeline.storage import (
     ObjectStore,
@@ -55,6 +55,9 @@ _PARQUET_TYPE: Final = "application/vnd.apache.parquet"
 ORPHAN_GRACE: Final = timedelta(hours=6)
 """How old an unnamed Parquet file must be before a build deletes it as an orphan: far longer than a build takes,
 so the files of a build still running beside this one, not yet named by its manifest, are left alone."""
+SHRINK_LIMIT: Final = 0.5
+"""A day's newer export is "far smaller" when it holds fewer than this share of the rows landed for the day (none,
+as a 204, always is): the Parquet build then keeps the landed rows unless told to accept the shrink."""
 _T = TypeVar("_T")
 _DAY: Final = timedelta(days=1)
 
@@ -161,15 +164,16 @@ def land_raw(
     store: ObjectStore,
     max_payload_bytes: int,
     today: date,
-    refetch: bool = False,
+    refetch_since: datetime | None = None,
     progress: Callable[[str], None] = _quiet,
     poll_seconds: float = 5.0,
 ) -> RawLanding:
     """Make sure every day of the range has a stored export, exporting only the days that have none.
 
-    Days stored by any earlier run, retry or machine are reused (unless `refetch`: then only what was stored after
-    this call began counts). What to export is decided again when each request's slot has come, against what is
-    stored and what other senders have claimed at that moment, so overlapping runs export each day once: a day
+    Days stored by any earlier run, retry or machine are reused. A refetch passes when it began (`refetch_since`):
+    then only what was stored since counts, so a refetch that pauses, is retried or is re-executed exports each day
+    once across all its attempts. What to export is decided again when each request's slot has come, against what
+    is stored and what other senders have claimed at that moment, so overlapping runs export each day once: a day
     another sender is exporting is waited for (polling every `poll_seconds`), not exported again. The plan learns
     from every answer. Each ZIP is stored, unchanged, as soon as it arrives, then its manifest; a failure keeps
     what was stored. When the limits allow no further export soon, raises ExportsPaused naming what remains.
@@ -181,7 +185,11 @@ def land_raw(
     stored = newest_manifests(_raw_manifests(store, source), wanted)
     lost = lost_days(days, stored, today)
     exportable = earliest_allowed_day(today)
-    earlier = {day: manifest for day, manifest in stored.items() if not refetch or day < exportable}
+
+    def fresh(manifest: RawManifest) -> bool:
+        return refetch_since is None or manifest.exported_at >= refetch_since
+
+    earlier = {day: manifest for day, manifest in stored.items() if fresh(manifest) or day < exportable}
     todo = [day for day in wanted if day not in earlier and day >= exportable]
     for window in contiguous_windows(todo):
         check_exportable(window, today)
@@ -190,7 +198,7 @@ def land_raw(
 
     def stored_now() -> dict[date, RawManifest]:
         manifests = _raw_manifests(store, source)
-        return newest_manifests([m for m in manifests if not refetch or m.exported_at >= started], todo)
+        return newest_manifests([m for m in manifests if fresh(m)], todo)
 
     def decide_for(window: ExportWindow) -> Decide:
         def decide(claims: Sequence[Claim]) -> ExportWindow | None:
@@ -348,6 +356,13 @@ class ParquetBuild:
         """Rows per day written, lost days left out (they have no file)."""
         return {day: int(record["rows"]) for day, record in self.days.items() if not record.get("lost")}
 
+    @property
+    def held(self) -> dict[date, dict[str, Any]]:
+        """Days whose newer export was far smaller than what was landed, so the landed rows were kept: per day the
+        rows kept (`landed_rows`), and the declined export's rows and ZIP (`refetched_rows`, `refetched_zip`)."""
+        held = {day: record for day, record in self.days.items() if "held" in record}
+        return {day: {"landed_rows": record["rows"], **record["held"]} for day, record in held.items()}
+
 
 def build_parquet(
     source: DataSource,
@@ -359,6 +374,7 @@ def build_parquet(
     today: date,
     date_column: str | None = None,
     orphan_grace: timedelta = ORPHAN_GRACE,
+    accept_shrink: bool = False,
 ) -> ParquetBuild:
     """Parse the stored ZIPs that hold the range into one Parquet file per day (none for a day without rows).
 
@@ -367,6 +383,10 @@ def build_parquet(
     nothing. Files the manifest supersedes are deleted afterwards, and so are files under the range's days that no
     manifest names once they are older than `orphan_grace`. Days that can never be landed (`lost_days`, as of
     `today`) are published as lost, so the BigQuery stage leaves them alone.
+
+    A day whose newest export holds far fewer rows than the build that published it read (`SHRINK_LIMIT`: a refetch
+    answered 204 while the vendor refreshed, say) keeps its published file and rows, noting the declined export
+    under `held`, so nothing downstream empties a landed day; `accept_shrink` publishes the smaller export instead.
     """
     wanted = list(days.dates())
     newest = newest_manifests(_raw_manifests(store, source), wanted)
@@ -378,6 +398,7 @@ def build_parquet(
             f"(no manifest under {store.uri(raw_manifests_prefix(source))}); materialize hatch/raw/{source} for "
             "those days first"
         )
+    landed = {} if accept_shrink else published_records(store, source, wanted)
     documents = {manifest: _manifest_document(store, manifest) for manifest in set(newest.values())}
     by_zip: dict[tuple[str | None, date, date], list[date]] = defaultdict(list)
     for day, manifest in newest.items():
@@ -396,7 +417,10 @@ def build_parquet(
     with tempfile.TemporaryDirectory(prefix="hatch-parquet-") as workdir, ThreadPoolExecutor(_PARALLEL_CALLS) as pool:
         for index, ((key, start, end), wanted) in enumerate(sorted(by_zip.items(), key=lambda item: item[1][0])):
             if key is None:  # the vendor answered 204: these days have no rows
-                published |= {day: _day_record(None, None, ParsedDay(day, None, 0), ()) for day in wanted}
+                for day in wanted:
+                    published[day] = _kept_if_shrunk(landed.get(day), None, 0) or _day_record(
+                        None, None, ParsedDay(day, None, 0), ()
+                    )
                 continue
             # Keep the stored name, so a parse error names the object a user can find in the bucket.
             (Path(workdir) / str(index)).mkdir()
@@ -417,6 +441,10 @@ def build_parquet(
             text_columns |= parsed.text_columns
             for parsed_day in parsed.days:
                 if parsed_day.day not in wanted:
+                    continue
+                kept = _kept_if_shrunk(landed.get(parsed_day.day), key, parsed_day.rows)
+                if kept is not None:
+                    published[parsed_day.day] = kept
                     continue
                 file_key = None
                 if parsed_day.path is not None:
@@ -440,6 +468,14 @@ def build_parquet(
         lost=tuple(lost),
         orphans_deleted=orphans,
     )
+
+
+def _kept_if_shrunk(landed: Mapping[str, Any] | None, raw_zip: str | None, rows: int) -> dict[str, Any] | None:
+    """The landed record of a day, noting the declined export under `held`, when the `rows` the export (`raw_zip`,
+    None for a 204) holds for the day are far fewer (see SHRINK_LIMIT); None when the export may replace it."""
+    if landed is None or landed.get("lost") or rows >= SHRINK_LIMIT * int(landed["rows"]):
+        return None
+    return {**landed, "held": {"refetched_rows": rows, "refetched_zip": raw_zip}}
 
 
 def _delete_orphans(
@@ -534,11 +570,14 @@ def _publish_manifest(
     overlapping = [manifest for manifest in older if manifest < ours and manifest.overlaps(days)]
     newest = _newest_manifests([*older, ours], {day for manifest in overlapping for day in _dates(manifest)})
     documents = dict(zip(overlapping, _in_parallel(lambda m: store.get_json(m.key), overlapping), strict=True))
+    kept = {record.get("file") for record in records.values()}  # a day held from a shrink keeps its older file
     doomed = [
         file_key
         for manifest, document in documents.items()
         for day, record in (document or {}).get("days", {}).items()
-        if days.start <= date.fromisoformat(day) <= days.end and (file_key := record.get("file"))
+        if days.start <= date.fromisoformat(day) <= days.end
+        and (file_key := record.get("file"))
+        and file_key not in kept
     ]
     doomed += [m.key for m in overlapping if all(newest[day] != m for day in _dates(m))]
     list(_in_parallel(store.delete, doomed))
@@ -599,7 +638,9 @@ def published_records(
     readable = sorted(set(newest.values()))
     documents = dict(zip(readable, _in_parallel(lambda m: store.get_json(m.key), readable), strict=True))
     if any(document is None for document in documents.values()):
-        raise MissingUpstream(f"a manifest of hatch/parquet/{source} was replaced while it was read; run again")
+        raise warehouse.ParquetReplaced(
+            f"a manifest of hatch/parquet/{source} was replaced while it was read; run again"
+        )
     return {day: (documents[newest[day]] or {})["days"][day.isoformat()] for day in wanted if day in newest}
 
 
@@ -623,6 +664,11 @@ def table_spec(source: DataSource, project: str, dataset: str) -> warehouse.Tabl
     )
 
 
+LOAD_ATTEMPTS: Final = 3
+"""How often a load reads the newest Parquet manifest and loads its files while newer builds of the same days keep
+retiring them under it; then it raises `ParquetReplaced`, which the step's retry policy retries after a wait."""
+
+
 def load_bigquery(
     source: DataSource,
     days: ExportWindow,
@@ -632,10 +678,51 @@ def load_bigquery(
     spec: warehouse.TableSpec,
     location: str,
     run_id: str,
+    log: Callable[[str], None] = _quiet,
 ) -> BigQueryLoad:
     """Replace exactly the range's days in the day-partitioned table with the stored Parquet, in one transaction.
-    Days the Parquet stage published as lost are not touched."""
-    published = published_days(store, source, days)
+    Days the Parquet stage published as lost are not touched.
+
+    A build of these days that publishes while the load runs deletes the files the load read (or the manifest it
+    was reading): the load then reads the newest manifest and loads again, up to `LOAD_ATTEMPTS` times. A load
+    that fails on the files the newest manifest still names fails as before: loading them again cannot help.
+    """
+    for attempt in range(1, LOAD_ATTEMPTS + 1):
+        try:
+            published = published_days(store, source, days)
+            return _load_published(
+                source, days, published, client=client, spec=spec, location=location, run_id=run_id, store=store
+            )
+        except warehouse.LoadFailed as error:
+            if published_days(store, source, days) == published:
+                raise
+            replaced: Exception = error
+        except warehouse.ParquetReplaced as error:
+            replaced = error
+        if attempt < LOAD_ATTEMPTS:
+            log(
+                f"hatch/parquet/{source} {days}: a newer build replaced the files being loaded; loading the newest "
+                f"(attempt {attempt + 1} of {LOAD_ATTEMPTS}). {replaced}"
+            )
+    raise warehouse.ParquetReplaced(
+        f"newer builds of hatch/parquet/{source} replaced the Parquet files of {days} during each of {LOAD_ATTEMPTS} "
+        "loads; the table was not changed. The step retries by itself; if builds of these days keep running beside "
+        "the load, let them finish and run it again"
+    ) from replaced
+
+
+def _load_published(
+    source: DataSource,
+    days: ExportWindow,
+    published: Mapping[date, dict[str, Any]],
+    *,
+    store: ObjectStore,
+    client: bigquery.Client,
+    spec: warehouse.TableSpec,
+    location: str,
+    run_id: str,
+) -> BigQueryLoad:
+    """`load_bigquery` of the records one read of the Parquet manifests returned."""
     lost = tuple(day for day, record in published.items() if record.get("lost"))
     records = {day: record for day, record in published.items() if day not in lost}
     if not records:

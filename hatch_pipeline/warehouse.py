@@ -95,6 +95,11 @@ class LoadFailed(WarehouseError):
     """BigQuery refused the Parquet files; the target table was not touched."""
 
 
+class ParquetReplaced(WarehouseError):
+    """A newer Parquet build retired the manifest or the files a load was reading. `is_transient` counts it as
+    transient: the same load over the newest manifest's files succeeds once builds stop overtaking it."""
+
+
 class MissingColumns(WarehouseError):
     """The Parquet files hold columns the table lacks; `ensure_table` adds them."""
 
@@ -118,6 +123,11 @@ class TableSpec:
     def table_id(self) -> str:
         """`project.dataset.table`, as the client library's methods take it."""
         return f"{self.project}.{self.dataset}.{self.table}"
+
+    @property
+    def partition(self) -> str:
+        """The partition column, quoted for SQL."""
+        return quoted(self.partition_column)
 
     @property
     def fqn(self) -> str:
@@ -182,7 +192,8 @@ class ReplaceResult:
 def is_transient(error: BaseException) -> bool:
     """Whether a failed BigQuery call can succeed when run again after a pause: another transaction changed the
     table first, a server error or a rate limit. Everything else (bad SQL, a missing table, a schema conflict, a
-    quota, any `WarehouseError` of its own) fails again the same way, so retrying it only wastes time.
+    quota, any `WarehouseError` of its own but `ParquetReplaced`) fails again the same way, so retrying it only
+    wastes time.
 
     Follows explicit causes (`raise ... from`, and the last error behind the client's own `RetryError`), so a
     `LoadFailed` caused by a backend error counts as transient.
@@ -191,7 +202,7 @@ def is_transient(error: BaseException) -> bool:
     current: BaseException | None = error
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if isinstance(current, _TRANSIENT_TYPES):
+        if isinstance(current, (*_TRANSIENT_TYPES, ParquetReplaced)):
             return True
         if isinstance(current, GoogleAPICallError):
             details = [detail for detail in current.errors if isinstance(detail, Mapping)]
@@ -245,6 +256,18 @@ def column_name_problem(name: str) -> str | None:
     if reserved is not None:
         return f"BigQuery reserves column names starting with {reserved}"
     return None
+
+
+def quoted(name: str) -> str:
+    """`name` in backticks, as every column name spliced into SQL here is written.
+
+    Vendors name columns `from`, `to`, `end`, `hash` or `range`, which BigQuery reserves: bare, such a name breaks
+    the statement (and every later load of the table); quoted, it is a plain name. A name that could end the quotes
+    (a backtick, a backslash, a line break) is refused with the rules a name must follow, as `column_name_problem`
+    refuses it in parsing.
+    """
+    _check_name(name)
+    return f"`{name}`"
 
 
 def ensure_dataset(client: bigquery.Client, project: str, dataset: str, location: str) -> None:
@@ -312,7 +335,9 @@ def ensure_table(client: bigquery.Client, spec: TableSpec, columns: Mapping[str,
         # One ALTER per column in one script: bqemulator allows a single ALTER action per statement.
         _run_query(
             client,
-            "\n".join(f"ALTER TABLE {spec.fqn} ADD COLUMN IF NOT EXISTS {name} {columns[name]};" for name in added),
+            "\n".join(
+                f"ALTER TABLE {spec.fqn} ADD COLUMN IF NOT EXISTS {quoted(name)} {columns[name]};" for name in added
+            ),
         )
     return added
 
@@ -406,12 +431,12 @@ def days_with_repeated_ids(
 ) -> dict[date, IdCounts]:
     """The days (of `days`, or of the whole table) holding an id on more than one row, or rows without an id, from
     one GROUP BY query; nothing for a table that does not exist."""
-    _check_name(id_column)
+    id_ = quoted(id_column)
     where, parameters = _days_filter(spec, days)
     sql = (
-        f"SELECT {spec.partition_column} AS day, COUNT(*) AS row_count, COUNT(DISTINCT {id_column}) AS ids, "
-        f"COUNTIF({id_column} IS NULL) AS null_ids FROM {spec.fqn} WHERE {where} GROUP BY day "
-        f"HAVING COUNT(*) > COUNT(DISTINCT {id_column})"
+        f"SELECT {spec.partition} AS `day`, COUNT(*) AS `row_count`, COUNT(DISTINCT {id_}) AS `ids`, "
+        f"COUNTIF({id_} IS NULL) AS `null_ids` FROM {spec.fqn} WHERE {where} GROUP BY `day` "
+        f"HAVING COUNT(*) > COUNT(DISTINCT {id_})"
     )
     try:
         rows = _run_query(client, sql, parameters)
@@ -428,7 +453,7 @@ def _days_filter(spec: TableSpec, days: Sequence[date] | None) -> tuple[str, lis
     """A WHERE condition on the partition column for `days` (every day when None), and its query parameters."""
     if days is None:
         return "TRUE", []
-    return f"{spec.partition_column} IN UNNEST(@days)", [bigquery.ArrayQueryParameter("days", "DATE", list(days))]
+    return f"{spec.partition} IN UNNEST(@days)", [bigquery.ArrayQueryParameter("days", "DATE", list(days))]
 
 
 def ensure_latest_view(
@@ -440,11 +465,10 @@ def ensure_latest_view(
     so the view picks the same row every time. Rows without an `order_column` value come last. BigQuery expands
     the view's `SELECT *` when the view is created: call this again after `ensure_table` added columns.
     """
-    ordering = [f"{order_column} DESC NULLS LAST", f"{spec.partition_column} DESC"]
-    ordering += [f"{column} DESC" for column in LATEST_TIE_BREAKERS]
+    partition_by = quoted(id_column)
+    ordering = [f"{quoted(order_column)} DESC NULLS LAST", f"{spec.partition} DESC"]
+    ordering += [f"{quoted(column)} DESC" for column in LATEST_TIE_BREAKERS]
     needed = [id_column, order_column, spec.partition_column, *LATEST_TIE_BREAKERS]
-    for name in needed:
-        _check_name(name)
     existing = table_columns(client, spec)
     missing = [name for name in needed if name not in existing]
     if missing:
@@ -455,12 +479,12 @@ def ensure_latest_view(
     _run_query(
         client,
         f"""CREATE OR REPLACE VIEW {spec.latest_view.fqn} AS
-SELECT * EXCEPT (_latest_rank)
+SELECT * EXCEPT (`_latest_rank`)
 FROM (
-  SELECT *, ROW_NUMBER() OVER (PARTITION BY {id_column} ORDER BY {", ".join(ordering)}) AS _latest_rank
+  SELECT *, ROW_NUMBER() OVER (PARTITION BY {partition_by} ORDER BY {", ".join(ordering)}) AS `_latest_rank`
   FROM {spec.fqn}
 )
-WHERE _latest_rank = 1""",
+WHERE `_latest_rank` = 1""",
     )
 
 
@@ -517,10 +541,10 @@ def _replace_script(
     only, so no text from outside reaches the SQL, and the statement count stays the same for any number of days.
     """
     day_literals = ", ".join(f"DATE '{day.isoformat()}'" for day in days)
-    in_days = f"{spec.partition_column} IN UNNEST([{day_literals}])"
+    in_days = f"{spec.partition} IN UNNEST([{day_literals}])"
     statements = ["BEGIN TRANSACTION;", f"DELETE FROM {spec.fqn} WHERE {in_days};"]
     for staging, group in staged_groups:
-        names = ", ".join(group.columns)
+        names = ", ".join(quoted(name) for name in group.columns)
         statements.append(f"INSERT INTO {spec.fqn} ({names}) SELECT {names} FROM {staging.fqn};")
     statements += ["COMMIT TRANSACTION;", f"{_count_by_day_sql(spec, in_days)};"]
     return "\n".join(statements)
@@ -569,12 +593,12 @@ def _staging_table(client: bigquery.Client, spec: TableSpec, group: ParquetGroup
 
 def _count_staged_sql(spec: TableSpec, stagings: Sequence[TableSpec]) -> str:
     """Rows per day over all staging tables in one query, so checking them costs one job whatever the groups."""
-    union = " UNION ALL ".join(f"SELECT {spec.partition_column} AS day FROM {staging.fqn}" for staging in stagings)
-    return f"SELECT day, COUNT(*) AS row_count FROM ({union}) GROUP BY day"
+    union = " UNION ALL ".join(f"SELECT {spec.partition} AS `day` FROM {staging.fqn}" for staging in stagings)
+    return f"SELECT `day`, COUNT(*) AS `row_count` FROM ({union}) GROUP BY `day`"
 
 
 def _count_by_day_sql(spec: TableSpec, where: str) -> str:
-    return f"SELECT {spec.partition_column} AS day, COUNT(*) AS row_count FROM {spec.fqn} WHERE {where} GROUP BY day"
+    return f"SELECT {spec.partition} AS `day`, COUNT(*) AS `row_count` FROM {spec.fqn} WHERE {where} GROUP BY `day`"
 
 
 def _count_rows_by_day(rows: bigquery.table.RowIterator) -> dict[date | None, int]:

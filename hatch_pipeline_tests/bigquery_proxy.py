@@ -7,7 +7,11 @@ transaction", never a conflict), so it can neither show that two loads overlap n
 watches only the jobs whose query holds a transaction (`BEGIN TRANSACTION`, the day replacement): it can hold them
 until released, so a test sees which loads are in BigQuery at the same time, and it can answer the next ones as
 BigQuery answers a transaction aborted by a concurrent one (a finished job with an `invalidQuery` error result).
-Everything else, including the answers the client parses, comes from the emulator.
+It can also run a test's action when a load job arrives, before the emulator sees it (e.g. a newer Parquet build
+that retires the files the load names), so a race between two steps happens in a chosen order.
+Everything else, including the answers the client parses, comes from the emulator. It also records, without
+changing them, every query the client sends and every table it creates (`queries`, `created_tables`), so a test can
+check that SQL with Google's own analyzer (see bigquery_analyzer.py).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from __future__ import annotations
 import json
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -28,6 +32,24 @@ CONCURRENT_UPDATE: Final = (
 )
 """BigQuery's message when another transaction changed the table first (its error reason is `invalidQuery`)."""
 _HOP_BY_HOP: Final = frozenset({"connection", "content-length", "content-encoding", "transfer-encoding", "host"})
+
+
+@dataclass(frozen=True)
+class SentQuery:
+    """A query job or `jobs.query` call as the client sent it: the SQL and its parameters' types, in the REST API's
+    form (e.g. `{"type": "ARRAY", "arrayType": {"type": "DATE"}}`)."""
+
+    sql: str
+    parameter_types: dict[str, Any]
+    dry_run: bool
+
+
+@dataclass(frozen=True)
+class CreatedTable:
+    """A table the client created through the tables API: `project.dataset.table` and its columns' types."""
+
+    table_id: str
+    columns: dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -49,6 +71,9 @@ class BigQueryProxy:
         self._held = False
         self._aborts_left = 0
         self._aborted_jobs: dict[str, dict[str, Any]] = {}
+        self._queries: list[SentQuery] = []
+        self._created_tables: list[CreatedTable] = []
+        self._before_loads: list[Callable[[], None]] = []
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -87,6 +112,11 @@ class BigQueryProxy:
         with self._lock:
             self._aborts_left = count
 
+    def before_next_loads(self, count: int, action: Callable[[], None]) -> None:
+        """Run `action` when each of the next `count` load jobs arrives, then pass the job on to the emulator."""
+        with self._lock:
+            self._before_loads = [action] * count
+
     def wait_for_in_flight(self, count: int, timeout: float = 180.0) -> None:
         """Wait until `count` transactions are in the proxy at the same time; fail after `timeout` seconds."""
         with self._lock:
@@ -97,6 +127,17 @@ class BigQueryProxy:
     def transactions(self) -> list[Transaction]:
         with self._lock:
             return list(self._arrived)
+
+    @property
+    def queries(self) -> list[SentQuery]:
+        """Every query that reached the proxy, in order of arrival (a job the client sent again, again)."""
+        with self._lock:
+            return list(self._queries)
+
+    @property
+    def created_tables(self) -> list[CreatedTable]:
+        with self._lock:
+            return list(self._created_tables)
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         proxy = self
@@ -124,10 +165,17 @@ class BigQueryProxy:
 
     def _serve(self, request: BaseHTTPRequestHandler) -> None:
         body = request.rfile.read(int(request.headers.get("Content-Length") or 0))
+        if request.command == "POST":
+            self._record(request.path.split("?", 1)[0].rstrip("/"), body)
         aborted = self._aborted_job(request.path)
         if aborted is not None:
             self._answer(request, *aborted)
             return
+        if _is_load_job(request.command, body):
+            with self._lock:
+                action = self._before_loads.pop(0) if self._before_loads else None
+            if action is not None:
+                action()
         table = _transaction_table(request.command, body)
         if table is None:
             self._forward(request, body)
@@ -148,6 +196,27 @@ class BigQueryProxy:
         finally:
             with self._lock:
                 self._in_flight -= 1
+
+    def _record(self, path: str, body: bytes) -> None:
+        """Keep the query of a `jobs.insert` or `jobs.query` call, or the table of a `tables.insert` call."""
+        if not path.endswith(("/jobs", "/queries", "/tables")) or "/upload/" in path:
+            return  # not one of those, or a load job's media upload (not JSON)
+        document = json.loads(body)
+        if path.endswith("/tables"):
+            reference = document["tableReference"]
+            columns = {field["name"]: field["type"] for field in document.get("schema", {}).get("fields", [])}
+            table_id = f"{reference['projectId']}.{reference['datasetId']}.{reference['tableId']}"
+            with self._lock:
+                self._created_tables.append(CreatedTable(table_id, columns))
+            return
+        # jobs.insert nests the query and dryRun in `configuration`; jobs.query has them at the top.
+        configuration = document.get("configuration", document)
+        query = configuration.get("query") if path.endswith("/jobs") else document
+        if query is None:
+            return  # a load or copy job
+        parameters = {parameter["name"]: parameter["parameterType"] for parameter in query.get("queryParameters", [])}
+        with self._lock:
+            self._queries.append(SentQuery(query["query"], parameters, bool(configuration.get("dryRun"))))
 
     def _abort(self, body: bytes, table: str) -> tuple[int, dict[str, Any]]:
         """A finished job whose error result is BigQuery's transaction conflict; later reads of it say the same."""
@@ -198,6 +267,11 @@ class BigQueryProxy:
         request.send_header("Content-Length", str(len(response.content)))
         request.end_headers()
         request.wfile.write(response.content)
+
+
+def _is_load_job(method: str, body: bytes) -> bool:
+    """Whether the call inserts a load job (the client posts it with its configuration)."""
+    return method == "POST" and b'"load"' in body and "load" in json.loads(body).get("configuration", {})
 
 
 def _transaction_table(method: str, body: bytes) -> str | None:

@@ -136,10 +136,12 @@ class Pipeline:
             for record in sorted(self.sandbox.access_log, key=lambda record: record.at)
         ]
 
-    def table(self, source: DataSource) -> pl.DataFrame:
+    def table(self, source: DataSource, *, view: bool = False) -> pl.DataFrame:
+        """Every row of the source's table, or of its `_latest` view."""
         client = bigquery_client(self.local_gcp.project, self.local_gcp.location, self.local_gcp.bigquery_endpoint)
         natural_id = "contact_history_id" if source == "contact_history" else "id"
-        query = f"SELECT * FROM `{self.local_gcp.project}.{self.dataset}.{source}` ORDER BY {natural_id}"
+        name = f"{source}_latest" if view else source
+        query = f"SELECT * FROM `{self.local_gcp.project}.{self.dataset}.{name}` ORDER BY `{natural_id}`"
         frame = pl.from_arrow(client.query(query).to_arrow(create_bqstorage_client=False))
         assert isinstance(frame, pl.DataFrame)
         return frame

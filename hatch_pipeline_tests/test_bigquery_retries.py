@@ -1,23 +1,28 @@
 """The BigQuery step retries what passes and nothing else, in real runs against the sandbox and the emulators.
 
 BigQuery's answer to a transaction aborted by a concurrent one comes from `BigQueryProxy` in front of the
-emulator (which never aborts one: it runs jobs one at a time); every other call reaches the emulator. The runs
-use the project's retry policy with the waits taken out (same number of retries), so the test does not sleep.
+emulator (which never aborts one: it runs jobs one at a time); every other call reaches the emulator. The proxy
+also runs a real Parquet build of the same days when a load job arrives, so the load meets files that build
+retired. The runs use the project's retry policy with the waits taken out (same number of retries), so the test
+does not sleep.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Final
 
 import dagster as dg
 import pytest
 
+from hatch_pipeline.contract import ExportWindow
 from hatch_pipeline.defs.assets import BIGQUERY_RETRY_POLICY, bigquery_key
+from hatch_pipeline.defs.resources import HatchStorageResource
+from hatch_pipeline.stages import LOAD_ATTEMPTS, build_parquet
 from hatch_pipeline_tests.bigquery_proxy import BigQueryProxy
-from hatch_pipeline_tests.pipeline_fixtures import ROWS_PER_DAY, YESTERDAY, Pipeline, keys_of
+from hatch_pipeline_tests.pipeline_fixtures import DEFAULT_SETTINGS, ROWS_PER_DAY, YESTERDAY, Pipeline, keys_of
 
 SOURCE: Final = "contact_history"
 RETRIES: Final = BIGQUERY_RETRY_POLICY.max_retries
@@ -82,3 +87,52 @@ def test_an_error_that_would_come_back_fails_the_step_at_once(through_proxy: Pip
     assert message.startswith("MissingUpstream:"), message
     assert f"materialize hatch/parquet/{SOURCE}" in message
     assert proxy.transactions == []
+
+
+def rebuild(pipeline: Pipeline, builds: list[datetime]) -> None:
+    """Build yesterday's Parquet again, as a run of the Parquet step beside the load would: its manifest retires
+    the files the load named, and deletes them. Records the build's load time."""
+    loaded_at = datetime.now(UTC)
+    build_parquet(
+        SOURCE,
+        ExportWindow(YESTERDAY, YESTERDAY),
+        store=HatchStorageResource(project=pipeline.local_gcp.project, bucket=pipeline.bucket).store(),
+        timezone=DEFAULT_SETTINGS.timezone,
+        loaded_at=loaded_at,
+        today=YESTERDAY + timedelta(days=1),
+        date_column=DEFAULT_SETTINGS.date_column(SOURCE),
+    )
+    builds.append(loaded_at)
+
+
+def test_a_load_that_meets_files_a_newer_build_retired_loads_the_newest_build(
+    through_proxy: Pipeline, proxy: BigQueryProxy
+) -> None:
+    builds: list[datetime] = []
+    proxy.before_next_loads(1, lambda: rebuild(through_proxy, builds))
+
+    result = load(through_proxy)
+
+    assert result.success
+    assert len(builds) == 1, "the build ran while the load was in BigQuery"
+    assert result.filter_events(lambda event: event.event_type == UP_FOR_RETRY) == []
+    table = through_proxy.table(SOURCE)
+    assert table.height == ROWS_PER_DAY
+    assert set(table["_loaded_at"].to_list()) == set(builds), "the rows are the newest build's"
+
+
+def test_a_load_overtaken_by_builds_at_every_attempt_is_retried_by_the_step_not_failed_as_permanent(
+    through_proxy: Pipeline, proxy: BigQueryProxy
+) -> None:
+    builds: list[datetime] = []
+    proxy.before_next_loads(LOAD_ATTEMPTS, lambda: rebuild(through_proxy, builds))
+
+    result = load(through_proxy)
+
+    assert result.success
+    assert len(builds) == LOAD_ATTEMPTS
+    [retry] = result.filter_events(lambda event: event.event_type == UP_FOR_RETRY)
+    assert retry.step_retry_data and "ParquetReplaced" in str(retry.step_retry_data.error)
+    table = through_proxy.table(SOURCE)
+    assert table.height == ROWS_PER_DAY
+    assert set(table["_loaded_at"].to_list()) == {builds[-1]}

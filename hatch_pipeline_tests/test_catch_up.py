@@ -29,6 +29,7 @@ def all_but(*gaps: ExportWindow, window: ExportWindow = PARTITIONS) -> set[date]
 def plan(
     landed: Mapping[DataSource, set[date]],
     *,
+    unbuilt: Mapping[DataSource, set[date]] | None = None,
     in_flight: Mapping[DataSource, Sequence[ExportWindow]] | None = None,
     exports_left: int = 100,
     requested: Iterable[str] = (),
@@ -39,6 +40,7 @@ def plan(
     return plan_catch_up(
         catch_up_window(first, TODAY, yesterday_pending=yesterday_pending),
         landed=landed,
+        unbuilt=unbuilt or {},
         in_flight=in_flight or {},
         exports_left=exports_left,
         earlier_run=earlier.get,
@@ -175,3 +177,48 @@ def test_the_run_key_follows_the_gap_and_its_missing_days() -> None:
     assert gap.run_key != Gap(window, {"contact_history": (window,), "conversation_items": (days(5, 4),)}).run_key
     assert gap.run_key != Gap(window, {"contact_history": (window,)}).run_key
     assert str(window) in gap.run_key
+
+
+def test_landed_days_a_failed_run_never_built_are_followed_up_at_once_without_exports() -> None:
+    """A raw step stored days 9..7 and 5..4, then stopped at the cap for good: its run never built them."""
+    unbuilt: dict[DataSource, set[date]] = {"contact_history": {*days(9, 7).dates(), *days(5, 4).dates()}}
+    landed: dict[DataSource, set[date]] = {"contact_history": all_but(days(3, 0)), "conversation_items": all_but()}
+
+    result = plan(landed, unbuilt=unbuilt, exports_left=0)
+
+    assert [(follow_up.window, follow_up.sources) for follow_up in result.follow_ups] == [
+        (days(9, 7), ("contact_history",)),
+        (days(5, 4), ("contact_history",)),
+    ]
+    assert [gap.window for gap in result.deferred] == [days(3, 0)], "the days still missing wait for exports"
+    assert f"Building {days(9, 7)} (contact_history) into Parquet and BigQuery from the stored exports" in (
+        result.explain()
+    )
+
+
+def test_a_stretch_both_sources_left_unbuilt_is_one_follow_up_and_a_requested_gap_covers_its_own_days() -> None:
+    landed: dict[DataSource, set[date]] = {
+        "contact_history": all_but(days(4, 4)),
+        "conversation_items": all_but(days(5, 4)),
+    }
+    unbuilt: dict[DataSource, set[date]] = {
+        "contact_history": set(days(7, 5).dates()),
+        "conversation_items": set(days(7, 6).dates()),
+    }
+
+    result = plan(landed, unbuilt=unbuilt)
+
+    [gap] = result.requests
+    assert (gap.window, gap.sources) == (days(5, 4), DATA_SOURCES), "its run rebuilds contact_history's day 5 too"
+    assert [(follow_up.window, follow_up.sources) for follow_up in result.follow_ups] == [(days(7, 6), DATA_SOURCES)]
+
+
+def test_a_follow_up_requested_before_is_never_requested_again_and_the_reason_names_the_run() -> None:
+    unbuilt: dict[DataSource, set[date]] = {"contact_history": set(days(9, 7).dates())}
+    [follow_up] = plan(both(all_but()), unbuilt=unbuilt).follow_ups
+
+    again = plan(both(all_but()), unbuilt=unbuilt, requested=[follow_up.run_key])
+
+    assert again.follow_ups == ()
+    assert [repeated for repeated, _ in again.repeated] == [follow_up]
+    assert f"{follow_up} was requested before (run abc ended FAILURE)" in again.explain()

@@ -26,6 +26,7 @@ from hatch_pipeline.defs.checks import (
     CHECKS_SCHEDULE_NAME,
     COLUMNS_MATCH_SCHEMA,
     ONE_ROW_PER_ID,
+    REFETCH_NOT_SHRUNK,
     ROWS_INSIDE_EXPORT_WINDOW,
     ROWS_MATCH_PARQUET,
     ROWS_MATCH_RAW,
@@ -87,6 +88,7 @@ def test_day_counts_show_per_partition_and_every_check_passes(pipeline: Pipeline
     checks = verdicts(result)
     assert {name for _, name in checks} == {
         ROWS_MATCH_RAW,
+        REFETCH_NOT_SHRUNK,
         COLUMNS_MATCH_SCHEMA,
         ROWS_INSIDE_EXPORT_WINDOW,
         ROWS_MATCH_PARQUET,

@@ -1,10 +1,15 @@
 """The production shell and core never load the local stand-ins (sandbox, emulators, demo): a deployment's
-code server imports `hatch_pipeline.definitions` and nothing of `hatch_pipeline.local`."""
+code server imports `hatch_pipeline.definitions` and nothing of `hatch_pipeline.local`. And no module reaches into
+another's private names."""
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
+from pathlib import Path
+
+import hatch_pipeline
 
 LOADED_LOCAL_MODULES = """
 import sys
@@ -27,7 +32,33 @@ def test_the_local_definitions_are_the_production_ones_with_emulator_resources()
         "from hatch_pipeline import definitions as prod\n"
         "from hatch_pipeline.local import definitions as local\n"
         "keys = lambda d: sorted(k.to_user_string() for k in d.resolve_all_asset_keys())\n"
-        "print(keys(prod.defs) == keys(local.defs), type(local.defs.resources['hatch_bigquery']).__name__)\n"
+        "print(keys(prod.defs()) == keys(local.defs()), type(local.defs().resources['hatch_bigquery']).__name__)\n"
     )
     shown = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True)
     assert shown.stdout.split() == ["True", "EmulatorBigQueryResource"]
+
+
+def test_no_module_uses_a_private_name_of_another() -> None:
+    """A name starting with `_` belongs to its module: one that another module needs is made public, with a
+    docstring that says why, so a module's public names are all that other modules lean on."""
+    found = []
+    for path in sorted(Path(hatch_pipeline.__file__).parent.rglob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        imported: set[str] = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("hatch_pipeline")):
+                found += [f"{path}:{node.lineno} imports {alias.name}" for alias in node.names if _private(alias.name)]
+                imported |= {alias.asname or alias.name for alias in node.names}
+        found += [
+            f"{path}:{node.lineno} uses {node.value.id}.{node.attr}"
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id in imported
+            and _private(node.attr)
+        ]
+    assert found == []
+
+
+def _private(name: str) -> bool:
+    return name.startswith("_") and not name.endswith("__")

@@ -15,13 +15,14 @@ from google.cloud import bigquery
 from google.cloud.storage import Client as StorageClient
 
 from hatch_pipeline.contract import DataSource, ExportWindow, OutputFormat, earliest_allowed_day
-from hatch_pipeline.defs.assets import REFETCH_TAG
-from hatch_pipeline.defs.checks import YESTERDAY_LANDED
+from hatch_pipeline.defs.assets import ACCEPT_SHRINK_TAG, REFETCH_TAG
+from hatch_pipeline.defs.checks import COLUMNS_MATCH_SCHEMA, YESTERDAY_LANDED
 from hatch_pipeline.defs.resources import HatchExportResource, HatchStorageResource
 from hatch_pipeline.export_api.client import HatchExportClient
 from hatch_pipeline.export_api.ledger import organization_key
 from hatch_pipeline.local.sandbox.data import DEFAULT_API_KEY, EDGE_BODIES
 from hatch_pipeline.local.sandbox.server import Fault
+from hatch_pipeline.schemas import SCHEMAS
 from hatch_pipeline.settings import Settings
 from hatch_pipeline.stages import land_raw
 from hatch_pipeline_tests.pipeline_fixtures import (
@@ -51,7 +52,7 @@ def test_one_day_lands_in_bigquery_with_reconciled_counts(pipeline: Pipeline) ->
     # Every check ran and passed; yesterday_landed depends on the hour (before HATCH_FRESH_BY the day before
     # yesterday is due), so test_checks.py judges it on an injected clock.
     checks = result.get_asset_check_evaluations()
-    assert len(checks) == 6 * len(SOURCES)
+    assert len(checks) == 7 * len(SOURCES)
     assert [(c.asset_key, c.check_name) for c in checks if not c.passed and c.check_name != YESTERDAY_LANDED] == []
 
 
@@ -157,6 +158,30 @@ def test_columns_the_vendor_adds_are_added_to_the_table(pipeline: Pipeline) -> N
     assert older["appointment_id"].null_count() == older.height
 
 
+def test_vendor_columns_named_like_reserved_words_reach_the_table_and_the_latest_view(pipeline: Pipeline) -> None:
+    reserved = ("from", "to", "end", "hash")
+    earlier = YESTERDAY - timedelta(days=1)
+    pipeline.materialize(earlier, earlier)
+    pipeline.sandbox.config = dataclasses.replace(pipeline.sandbox.config, extra_columns=reserved)
+
+    result = pipeline.materialize(YESTERDAY, YESTERDAY)
+
+    # The BigQuery checks query the new columns' table; columns_match_schema warns of the new columns, as it should.
+    failed = {check.check_name for check in result.get_asset_check_evaluations() if not check.passed}
+    assert failed <= {COLUMNS_MATCH_SCHEMA, YESTERDAY_LANDED}
+    for source in SOURCES:
+        natural_id = SCHEMAS[source].natural_id
+        table = pipeline.table(source)
+        assert set(reserved) <= set(table.columns)
+        older = table.filter(pl.col("_export_date") == earlier)
+        assert older.select(reserved).null_count().row(0) == (ROWS_PER_DAY,) * len(reserved)
+        landed = table.filter(pl.col("_export_date") == YESTERDAY).sort(natural_id)
+        assert landed.height == ROWS_PER_DAY
+        assert landed["from"].str.starts_with(f"from {YESTERDAY} ").all()
+        latest = pipeline.table(source, view=True).filter(pl.col("_export_date") == YESTERDAY).sort(natural_id)
+        assert latest.select(natural_id, *reserved).equals(landed.select(natural_id, *reserved))
+
+
 def test_a_range_mixing_old_and_new_columns_loads_in_one_run(pipeline: Pipeline) -> None:
     start = YESTERDAY - timedelta(days=3)
     pipeline.sandbox.config = dataclasses.replace(pipeline.sandbox.config, new_columns_from=YESTERDAY)
@@ -170,11 +195,11 @@ def test_a_range_mixing_old_and_new_columns_loads_in_one_run(pipeline: Pipeline)
     assert "invoice_id" in table.columns
 
 
-def test_a_day_refetched_empty_gives_zero_rows_and_a_green_run(pipeline: Pipeline) -> None:
+def test_a_day_refetched_empty_with_the_shrink_accepted_gives_zero_rows_and_a_green_run(pipeline: Pipeline) -> None:
     pipeline.materialize(YESTERDAY - timedelta(days=1), YESTERDAY)
     pipeline.sandbox.config = dataclasses.replace(pipeline.sandbox.config, empty_days=frozenset({YESTERDAY}))
 
-    result = pipeline.materialize(YESTERDAY, YESTERDAY, tags={REFETCH_TAG: "true"})
+    result = pipeline.materialize(YESTERDAY, YESTERDAY, tags={REFETCH_TAG: "true", ACCEPT_SHRINK_TAG: "true"})
 
     assert result.success
     assert (("contact_history", YESTERDAY.isoformat(), YESTERDAY.isoformat(), 204)) in pipeline.exports()

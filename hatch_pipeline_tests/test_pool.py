@@ -49,12 +49,12 @@ START, SUCCESS = dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_SUCCES
 def hatch_daily_job() -> dg.JobDefinition:
     """The reconstructable target: the project's daily job exactly as `dagster dev` loads it.
 
-    Imported here, not at the top, because hatch_pipeline.local.definitions reads the environment once at import: every
-    step process imports it afresh, with the HATCH_* variables the test pointed at its sandbox and emulators.
+    The definitions are lazy: every step process builds them afresh, from the HATCH_* variables the test pointed at
+    its sandbox and emulators.
     """
     from hatch_pipeline.local import definitions
 
-    return definitions.defs.resolve_job_def(DAILY_JOB_NAME)
+    return definitions.defs().resolve_job_def(DAILY_JOB_NAME)
 
 
 @pytest.fixture
@@ -119,7 +119,7 @@ def test_the_raw_assets_share_the_export_api_pool_and_each_table_has_its_own() -
 
     keys = [make(source) for make in (raw_key, parquet_key, bigquery_key) for source in DATA_SOURCES]
 
-    pools = {key.to_user_string(): defs.resolve_assets_def(key).op.pool for key in keys}
+    pools = {key.to_user_string(): defs().resolve_assets_def(key).op.pool for key in keys}
 
     assert {key: pool for key, pool in pools.items() if pool is not None} == {
         "hatch/raw/contact_history": "hatch_export_api",

@@ -4,6 +4,7 @@ back from the real yesterday: the sandbox serves days relative to the real date.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Mapping
 from datetime import date, timedelta
 
@@ -18,7 +19,7 @@ from hatch_pipeline.defs.resources import pipeline_resources
 from hatch_pipeline.defs.sensors import INTERVAL_SECONDS, RUN_KEY_TAG, SCHEDULE_NAME_TAG, SENSOR_NAME
 from hatch_pipeline.local.sandbox.server import Fault
 from hatch_pipeline.settings import Settings
-from hatch_pipeline_tests.pipeline_fixtures import ROWS_PER_DAY, SOURCES, YESTERDAY, Pipeline, keys_of
+from hatch_pipeline_tests.pipeline_fixtures import ROWS_PER_DAY, SOURCES, YESTERDAY, Pipeline, keys_of, one_day_bytes
 
 
 def day(back: int) -> date:
@@ -140,3 +141,46 @@ def test_a_gap_whose_run_failed_is_not_requested_again_and_the_skip_reason_names
     requests, skipped = tick(settings, instance, pipeline.resources())
     assert requests == []
     assert skipped and f"was requested before (run {failed.run_id} ended FAILURE)" in skipped
+
+
+def test_days_a_run_stored_before_it_stopped_at_the_cap_reach_bigquery_without_an_export(
+    pipeline: Pipeline, instance: dg.DagsterInstance
+) -> None:
+    """The raw step stores some windows, then finds the daily cap used up with no pause left and fails: its stored
+    days show as materialized, but the run never built their Parquet or table. The sensor asks for exactly that,
+    at once and for free, while the days still missing wait for exports."""
+    cap = 4
+    settings = Settings(first_partition=day(9).isoformat())
+    pipeline.sandbox.config = dataclasses.replace(
+        pipeline.sandbox.config, max_payload_bytes=one_day_bytes(pipeline) * 3, max_exports_per_day=cap
+    )
+    pipeline.api_options = {"max_exports_per_day": cap, "max_quota_pauses": 0, "max_slot_wait_seconds": 5}
+    stopped = pipeline.materialize(
+        day(9), day(1), keys_of(sources=["contact_history"]), settings=settings, instance=instance, raise_on_error=False
+    )
+    assert not stopped.success
+    stored = sorted(
+        date.fromisoformat(partition)
+        for event in stopped.all_events
+        if event.is_step_materialization
+        and (partition := event.step_materialization_data.materialization.partition) is not None
+    )
+    assert stored, "some windows were stored before the cap"
+    spent = len(pipeline.exports())
+
+    [request], skipped = tick(settings, instance, pipeline.resources())
+
+    assert (request.tags["dagster/asset_partition_range_start"], request.tags["dagster/asset_partition_range_end"]) == (
+        stored[0].isoformat(),
+        stored[-1].isoformat(),
+    )
+    assert set(request.asset_selection or []) == set(keys_of("parquet", "bigquery", sources=["contact_history"]))
+    assert skipped is None
+    assert launch(pipeline, request, settings, instance).success
+    assert len(pipeline.exports()) == spent, "the stored days are built from their ZIPs, without an export"
+    table = pipeline.table("contact_history")
+    assert sorted(set(table["_export_date"].to_list())) == stored
+    assert table.height == len(stored) * ROWS_PER_DAY
+    requests, skipped = tick(settings, instance, pipeline.resources())
+    assert requests == []
+    assert skipped and "needs at least" in skipped, "the days still missing wait for exports"

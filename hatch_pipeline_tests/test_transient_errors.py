@@ -16,7 +16,7 @@ from google.api_core import exceptions
 from google.cloud import bigquery
 
 from hatch_pipeline.local.services import bigquery_client
-from hatch_pipeline.warehouse import LoadFailed, RowsOutsideDays, is_transient
+from hatch_pipeline.warehouse import LoadFailed, ParquetReplaced, RowsOutsideDays, is_transient
 from hatch_pipeline_tests.bigquery_proxy import BigQueryProxy
 from hatch_pipeline_tests.gcp_fixtures import LocalGcp
 
@@ -93,6 +93,14 @@ def test_errors_that_come_back_the_same_are_not_transient(status: int, reason: s
 
     assert not is_transient(error)
     assert not is_transient(_raised_from(LoadFailed("BigQuery could not load 3 Parquet file(s)"), error))
+
+
+def test_parquet_files_replaced_under_a_load_are_transient() -> None:
+    """What a load raises when newer builds of its days kept retiring its files (test_bigquery_retries.py)."""
+    error = ParquetReplaced("newer builds of hatch/parquet/contact_history replaced the Parquet files")
+
+    assert is_transient(error)
+    assert is_transient(_raised_from(error, LoadFailed("BigQuery could not load 1 Parquet file(s)")))
 
 
 def test_the_warehouses_own_refusals_are_not_transient() -> None:

@@ -29,6 +29,7 @@ from hatch_pipeline.warehouse import (
     ensure_dataset,
     ensure_latest_view,
     ensure_table,
+    quoted,
     replace_days,
     rows_by_day,
 )
@@ -139,6 +140,16 @@ def test_table_spec_refuses_names_that_could_inject_sql(field: str, value: str) 
     names = {"project": "hatch-local", "dataset": "hatch", "table": "contact_history", "cluster_column": "id"}
     with pytest.raises(ValueError, match="not a"):
         TableSpec(**{**names, field: value})
+
+
+def test_quoted_puts_reserved_words_in_backticks() -> None:
+    assert [quoted(name) for name in ("from", "end", "hash")] == ["`from`", "`end`", "`hash`"]
+
+
+@pytest.mark.parametrize("name", ["from`; DROP TABLE x; --", "end\n", "a\\b", "", "a b"])
+def test_quoted_refuses_names_that_could_end_the_quotes_and_says_what_a_name_needs(name: str) -> None:
+    with pytest.raises(ValueError, match=r"is not a usable table or column name: start with a letter or underscore"):
+        quoted(name)
 
 
 def test_ensure_dataset_and_table_are_idempotent(bq_client: bigquery.Client, local_gcp: LocalGcp) -> None:

@@ -65,6 +65,9 @@ def source_keys(sources: Sequence[DataSource]) -> list[dg.AssetKey]:
 
 REFETCH_TAG: Final = "hatch/refetch"
 """A run tag (`true`) that makes the raw assets export the run's days again, e.g. on a UI backfill."""
+ACCEPT_SHRINK_TAG: Final = "hatch/accept_shrink"
+"""A run tag (`true`) that lets the Parquet assets publish a newer export far smaller than what is landed
+(stages.SHRINK_LIMIT), e.g. when rows really were deleted at Hatch; without it the landed rows are kept."""
 REFETCH_HELP: Final = (
     f"Stored days are never exported again. To refetch, launch the range with the run tag {REFETCH_TAG}=true "
     "(UI backfills take tags too) or with run config ops: {<raw asset op>: {config: {refetch: true}}}."
@@ -81,6 +84,26 @@ class RawConfig(dg.Config):
     )
 
 
+def refetch_started(context: AssetExecutionContext) -> datetime:
+    """When the run's refetch began: the start of the first of the runs that carry it on. A pause retries the step
+    inside the run; a re-execution or a run retry (after a killed worker) is a new run whose parent did not
+    succeed, so it carries on its parent's refetch, and every attempt counts what the others stored: the refetch
+    exports each day once. Re-executing a run that succeeded starts a new refetch."""
+    instance = context.instance
+    first = context.run
+    while first.parent_run_id is not None:
+        parent = instance.get_run_by_id(first.parent_run_id)
+        if parent is None or parent.status == dg.DagsterRunStatus.SUCCESS:
+            break
+        first = parent
+    record = instance.get_run_record_by_id(first.run_id)
+    if record is None:
+        raise dg.DagsterInvariantViolationError(f"the run {first.run_id} has no record in its own instance")
+    # A run that never started (queued, then re-executed) has only its creation time.
+    began = record.start_time if record.start_time is not None else record.create_timestamp.timestamp()
+    return datetime.fromtimestamp(began, UTC)
+
+
 def _landed_before_pause(source: DataSource, paused: ExportsPaused) -> Iterator[dg.AssetMaterialization]:
     """The days of a paused range that are stored, as materializations of their partitions: the UI shows them."""
     for day in paused.stored:
@@ -89,14 +112,21 @@ def _landed_before_pause(source: DataSource, paused: ExportsPaused) -> Iterator[
         )
 
 
-def _pause(context: AssetExecutionContext, paused: ExportsPaused, pauses: int) -> dg.RetryRequested | dg.Failure:
+def _pause(
+    context: AssetExecutionContext, paused: ExportsPaused, pauses: int, refetch: bool
+) -> dg.RetryRequested | dg.Failure:
     """Ask Dagster to retry the step when the next slot opens; the retry exports only the days still missing.
     With no pause left, fail saying so."""
     if context.retry_number >= pauses:
+        again = (
+            "re-execute this run after that time (Re-execute from failure, or a run retry): the refetch goes on "
+            "with the days still missing (a new launch with the refetch tag would export every day again)"
+            if refetch
+            else "launch the range again after that time; only the days still missing will be exported"
+        )
         return dg.Failure(
             description=f"{paused} No pause is left for this run ({context.retry_number} of "
-            f"max_quota_pauses={pauses} used): launch the range again after that time; only the days still "
-            "missing will be exported.",
+            f"max_quota_pauses={pauses} used): {again}.",
             metadata={"days_stored": len(paused.stored), "days_remaining": len(paused.remaining)},
         )
     wait = max((paused.opens_at - datetime.now(UTC)).total_seconds(), 0.0)
@@ -120,6 +150,25 @@ def _retry_only_transient(compute: Callable[_P, _R]) -> Callable[_P, _R]:
             raise dg.Failure(description=f"{type(error).__name__}: {error}", allow_retries=False) from error
 
     return compute_retrying_only_transient
+
+
+def tag_is_true(context: AssetExecutionContext, tag: str) -> bool:
+    """Whether the run carries `tag`=true: tags are what the UI offers on every launch, backfills included."""
+    return context.run.tags.get(tag, "").strip().lower() == "true"
+
+
+def report_held(context: AssetExecutionContext, source: DataSource, held: Mapping[date, Mapping[str, Any]]) -> None:
+    """Warn that days kept their landed rows because their newer export was far smaller (stages.SHRINK_LIMIT)."""
+    if not held:
+        return
+    counts = "; ".join(
+        f"{day}: {found['landed_rows']} landed, {found['refetched_rows']} in the newest export"
+        for day, found in held.items()
+    )
+    context.log.warning(
+        f"{source}: {len(held)} day(s) keep their landed rows, since their newest export holds far fewer ({counts}). "
+        f"If the rows are really gone at Hatch, materialize again with the run tag {ACCEPT_SHRINK_TAG}=true."
+    )
 
 
 def run_days(context: AssetExecutionContext) -> ExportWindow:
@@ -193,7 +242,8 @@ def build_source_assets(
     ) -> Iterator[dg.MaterializeResult | dg.AssetMaterialization]:
         days = run_days(context)
         today = hatch_today(timezone)
-        refetch = config.refetch or context.run.tags.get(REFETCH_TAG, "").strip().lower() == "true"
+        refetch = config.refetch or tag_is_true(context, REFETCH_TAG)
+        since = refetch_started(context) if refetch else None
         with hatch_api.client(timezone, log=context.log) as client:
             try:
                 landing = land_raw(
@@ -204,13 +254,13 @@ def build_source_assets(
                     store=hatch_storage.store(),
                     max_payload_bytes=hatch_api.max_payload_bytes,
                     today=today,
-                    refetch=refetch,
+                    refetch_since=since,
                     progress=context.log.info,
                 )
             except ExportsPaused as paused:
                 # Yielded, not logged: events logged by a step that then raises are dropped by Dagster.
                 yield from _landed_before_pause(source, paused)
-                raise _pause(context, paused, hatch_api.max_quota_pauses) from paused
+                raise _pause(context, paused, hatch_api.max_quota_pauses, refetch) from paused
         context.log.info(
             f"{source} {days}: {landing.exports} export(s), {len(landing.exported)} window(s) exported, "
             f"{len(landing.reused)} stored window(s) reused"
@@ -233,6 +283,8 @@ def build_source_assets(
                 "days_exported": sum(landed.window.days for landed in landing.exported),
                 "windows_reused": len(landing.reused),
                 "refetch": refetch,
+                # Exports stored since count as refetched: across pauses, re-executions and run retries.
+                "refetch_since": since.isoformat(timespec="seconds") if since else None,
                 "how_to_refetch": REFETCH_HELP,
                 "seconds": round(landing.seconds, 1),
                 **report_lost(context, source, landing.lost, today, "are not exported"),
@@ -246,7 +298,8 @@ def build_source_assets(
         description=(
             f"{source} as one typed Parquet file per day in GCS, parsed from the stored ZIPs (never the API), with "
             f"lineage columns _export_date, _source_file and _loaded_at. Rows go to the day of {day_column} in "
-            "HATCH_TIMEZONE."
+            "HATCH_TIMEZONE. A day whose newer export holds far fewer rows than were landed keeps its rows (check "
+            f"refetch_not_shrunk) unless the run has the tag {ACCEPT_SHRINK_TAG}=true."
         ),
         group_name=GROUP,
         partitions_def=partitions_def,
@@ -266,7 +319,9 @@ def build_source_assets(
             loaded_at=datetime.now(UTC),
             today=today,
             date_column=day_column,
+            accept_shrink=tag_is_true(context, ACCEPT_SHRINK_TAG),
         )
+        report_held(context, source, build.held)
         add_day_metadata(
             context,
             {
@@ -289,6 +344,7 @@ def build_source_assets(
                 # Vendor columns whose JSON values were numbers, booleans or objects: stored as text regardless.
                 "vendor_columns_kept_as_text": dg.MetadataValue.json(build.text_columns),
                 "manifest": build.manifest,
+                "days_held_from_shrink": dg.MetadataValue.json({str(day): found for day, found in build.held.items()}),
                 **report_lost(context, source, build.lost, today, "have no Parquet"),
                 "orphan_files_deleted": len(build.orphans_deleted),
             }
@@ -326,6 +382,7 @@ def build_source_assets(
                 spec=spec,
                 location=hatch_bigquery.location or "US",
                 run_id=context.run.run_id,
+                log=context.log.warning,
             )
         add_day_metadata(context, {day: {"rows": rows} for day, rows in load.rows_by_day.items()})
         return dg.MaterializeResult(

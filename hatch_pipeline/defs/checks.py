@@ -1,8 +1,9 @@
 """Asset checks that can fail, and the schedule that runs them every morning without anyone clicking.
 
 Per source: on hatch/parquet/S, `rows_match_raw` (blocking: a failure stops the BigQuery load of the run),
-`columns_match_schema` and `rows_inside_export_window` (warnings); on hatch/bigquery/S, `rows_match_parquet`,
-`one_row_per_id` and `yesterday_landed`. The counting is quality.py's; this module only wires it to Dagster.
+`refetch_not_shrunk`, `columns_match_schema` and `rows_inside_export_window` (the last two warnings); on
+hatch/bigquery/S, `rows_match_parquet`, `one_row_per_id` and `yesterday_landed`. The counting is quality.py's;
+this module only wires it to Dagster.
 
 A run that materializes an asset runs its checks over the run's days. A run without a partition (the schedule's,
 or one launched from a check's page) checks every stored day. Dagster records a check of a range run without a
@@ -10,7 +11,7 @@ partition, so every result names its failing days in the `failed_days` metadata.
 """
 
 # No `from __future__ import annotations`: Dagster reads the checks' context annotations at definition time.
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, date, datetime
 from typing import Any, Final
 
@@ -18,7 +19,7 @@ import dagster as dg
 from dagster import AssetCheckExecutionContext
 
 from hatch_pipeline.contract import DATA_SOURCES, DataSource
-from hatch_pipeline.defs.assets import REFETCH_TAG, bigquery_key, parquet_key, source_keys
+from hatch_pipeline.defs.assets import ACCEPT_SHRINK_TAG, REFETCH_TAG, bigquery_key, parquet_key, source_keys
 from hatch_pipeline.defs.resources import HatchBigQueryResource, HatchStorageResource
 from hatch_pipeline.quality import (
     Finding,
@@ -29,16 +30,18 @@ from hatch_pipeline.quality import (
     due_day,
     raw_parquet_findings,
     repeated_id_findings,
+    shrink_findings,
     stored_days,
     summary,
     table_findings,
 )
 from hatch_pipeline.schemas import SCHEMAS
 from hatch_pipeline.settings import Settings
-from hatch_pipeline.stages import table_spec
-from hatch_pipeline.warehouse import days_with_repeated_ids, rows_by_day
+from hatch_pipeline.stages import SHRINK_LIMIT, table_spec
+from hatch_pipeline.warehouse import days_with_repeated_ids, quoted, rows_by_day
 
 ROWS_MATCH_RAW: Final = "rows_match_raw"
+REFETCH_NOT_SHRUNK: Final = "refetch_not_shrunk"
 COLUMNS_MATCH_SCHEMA: Final = "columns_match_schema"
 ROWS_INSIDE_EXPORT_WINDOW: Final = "rows_inside_export_window"
 ROWS_MATCH_PARQUET: Final = "rows_match_parquet"
@@ -79,7 +82,17 @@ def _parquet_checks(source: DataSource, settings: Settings) -> dg.AssetChecksDef
                 blocking=True,
                 description=(
                     "Each day's Parquet file, counted from its stored footer, holds exactly the rows the build read "
-                    "out of the day's newest stored export. Blocking: a failure stops the run's BigQuery load."
+                    "out of the day's newest stored export (for a day held from a shrink, the export it keeps). "
+                    "Blocking: a failure stops the run's BigQuery load."
+                ),
+            ),
+            dg.AssetCheckSpec(
+                REFETCH_NOT_SHRUNK,
+                asset=asset,
+                description=(
+                    f"No day's newest export holds fewer than {SHRINK_LIMIT:.0%} of the rows landed for it (a 204 "
+                    "holds none): such a refetch is stored but not applied, the day keeps its rows in Parquet and "
+                    "BigQuery, and this check names the day with both counts."
                 ),
             ),
             dg.AssetCheckSpec(
@@ -102,9 +115,11 @@ def _parquet_checks(source: DataSource, settings: Settings) -> dg.AssetChecksDef
         context: AssetCheckExecutionContext, hatch_storage: HatchStorageResource
     ) -> Iterator[dg.AssetCheckResult]:
         days = checked_days(context)
-        stored = stored_days(hatch_storage.store(), source, days)
+        store = hatch_storage.store()
+        stored = stored_days(store, source, days)
         results = {
             ROWS_MATCH_RAW: lambda: _rows_match_raw(stored, days, rebuild),
+            REFETCH_NOT_SHRUNK: lambda: _refetch_not_shrunk(source, stored, store.uri),
             COLUMNS_MATCH_SCHEMA: lambda: _columns_match_schema(source, stored),
             ROWS_INSIDE_EXPORT_WINDOW: lambda: _rows_inside_export_window(source, stored, settings),
         }
@@ -125,6 +140,24 @@ def _rows_match_raw(stored: Mapping[date, StoredDay], days: list[date] | None, r
         fix=(
             f"{rebuild}: the Parquet build re-reads the stored ZIPs (no export). A day without a stored export "
             "needs its raw asset first."
+        ),
+    )
+
+
+def _refetch_not_shrunk(
+    source: DataSource, stored: Mapping[date, StoredDay], uri: Callable[[str], str]
+) -> dg.AssetCheckResult:
+    return _day_result(
+        REFETCH_NOT_SHRUNK,
+        shrink_findings(stored, uri),
+        checked=sum(found.published for found in stored.values()),
+        passed="no landed day was replaced by a far smaller export",
+        fix=(
+            f"Their newest exports hold fewer than {SHRINK_LIMIT:.0%} of the rows landed (refetched_rows against "
+            "landed_rows), so those days keep their landed rows. If the vendor was still refreshing or glitched, "
+            f"refetch them later (run tag {REFETCH_TAG}=true): a full export replaces them and this turns green. If "
+            f"the rows are really gone at Hatch, materialize hatch/parquet/{source} and hatch/bigquery/{source} for "
+            f"those days with the run tag {ACCEPT_SHRINK_TAG}=true (no export)."
         ),
     )
 
@@ -236,7 +269,7 @@ def _table_checks(source: DataSource) -> dg.AssetChecksDefinition:
                     checked=len(days) if days is not None else None,
                     passed=f"no day holds one {natural_id} on two rows, nor a row without one",
                     fix=(
-                        f"Find them with SELECT {natural_id}, COUNT(*) FROM `{spec.table_id}` WHERE _export_date = "
+                        f"Find them with SELECT {quoted(natural_id)}, COUNT(*) FROM {spec.fqn} WHERE `_export_date` = "
                         f"'{first}' GROUP BY 1 HAVING COUNT(*) > 1. Repeats within one export come from Hatch (the "
                         f"view {spec.table}_latest keeps one row per id); otherwise re-materialize those days."
                     ),

@@ -36,4 +36,6 @@ older day or a range picked in the UI) and without `newly_missing()` (a new day 
 already select this asset (the daily schedule, the catch-up sensor, a whole-pipeline backfill) trigger nothing:
 `any_deps_updated()` ignores upstream updates by runs that also targeted this asset, and `in_progress()` holds while
 they run. Turning the sensor on requests nothing for the past: its first evaluation only records where it starts.
+When such a run fails after its raw step stored days, the catch-up sensor (sensors.py) builds them: it sees the
+failed partitions this condition cannot tell from a failure worth not repeating.
 """

@@ -16,7 +16,7 @@ from google.cloud import storage
 from pydantic import Field
 
 from hatch_pipeline.contract import OutputFormat
-from hatch_pipeline.export_api.client import HatchExportClient, RetryPolicy
+from hatch_pipeline.export_api.client import ExportRetry, HatchExportClient
 from hatch_pipeline.export_api.gcs_ledger import GcsLedgerStore
 from hatch_pipeline.export_api.ledger import LedgerStore, LocalLedgerStore, RateLedger, organization_key
 from hatch_pipeline.settings import DEFAULT_API_BASE_URL, Settings
@@ -77,11 +77,11 @@ class HatchExportResource(dg.ConfigurableResource["HatchExportResource"]):
         ),
     )
     max_attempts: int = Field(
-        default=RetryPolicy.max_attempts,
+        default=ExportRetry.max_attempts,
         description="Attempts per export that may end in 5xx, timeouts or broken bodies before the step fails.",
     )
     retry_base_delay_seconds: float = Field(
-        default=RetryPolicy.base_delay_seconds,
+        default=ExportRetry.base_delay_seconds,
         description="First backoff delay after such a failure; it doubles per attempt, with jitter.",
     )
 
@@ -118,7 +118,7 @@ class HatchExportResource(dg.ConfigurableResource["HatchExportResource"]):
             output_format=self.output_format,
             max_payload_bytes=self.max_payload_bytes,
             timezone=timezone,
-            retry=RetryPolicy(max_attempts=self.max_attempts, base_delay_seconds=self.retry_base_delay_seconds),
+            retry=ExportRetry(max_attempts=self.max_attempts, base_delay_seconds=self.retry_base_delay_seconds),
             log=log,
         ) as client:
             yield client

@@ -1,12 +1,13 @@
 """The catch-up sensor: days missed by an outage, a failed run or a late key get landed without anyone clicking.
 
 The decision is `hatch_pipeline.catch_up.plan_catch_up`; this shell reads its inputs from the Dagster instance
-(partition status of the raw assets, queued and running runs, earlier requests) and the rate ledger, and turns
-the gaps into range runs.
+(partition status of the assets, queued and running runs, earlier requests) and the rate ledger, and turns the
+gaps and follow-ups into range runs.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Final
@@ -15,7 +16,7 @@ import dagster as dg
 
 from hatch_pipeline.catch_up import catch_up_window, plan_catch_up
 from hatch_pipeline.contract import DATA_SOURCES, DataSource, ExportWindow, latest_allowed_day
-from hatch_pipeline.defs.assets import raw_key, source_keys
+from hatch_pipeline.defs.assets import bigquery_key, parquet_key, raw_key, source_keys
 from hatch_pipeline.defs.automation import (
     DAILY_JOB_NAME,
     PARTITION_RANGE_END_TAG,
@@ -46,9 +47,11 @@ DESCRIPTION: Final = (
     "Every 15 minutes, finds the days the vendor still serves (the last 180 days up to yesterday, from the first "
     "partition on) whose hatch/raw asset is missing or failed and that no queued or running run will land, and "
     "requests one range run per gap of consecutive days, for the sources missing them, oldest first, as many as "
-    "the exports left in the rate ledger's rolling 24 hours pay for. Yesterday is left to hatch_daily_schedule "
-    "until it has launched its run. A gap is requested once: if its run fails, the skip reason names that run; "
-    "fix the cause and materialize the gap from the UI."
+    "the exports left in the rate ledger's rolling 24 hours pay for. Landed days whose Parquet or table a failed "
+    "run never built (e.g. stored before the raw step stopped at the daily cap) get one run of their Parquet and "
+    "BigQuery assets, at once: it spends no export. Yesterday is left to hatch_daily_schedule until it has "
+    "launched its run. A gap is requested once: if its run fails, the skip reason names that run; fix the cause "
+    "and materialize the gap from the UI."
 )
 
 
@@ -78,16 +81,41 @@ def in_flight(runs: Sequence[dg.DagsterRun]) -> dict[DataSource, list[ExportWind
     return {source: [window for run, window in windows if lands_raw(run, source)] for source in DATA_SOURCES}
 
 
+def days_by_status(
+    instance: dg.DagsterInstance, key: dg.AssetKey, window: ExportWindow, partitions: dg.PartitionsDefinition
+) -> dict[dg.AssetPartitionStatus, set[date]]:
+    """The window's days of the asset `key` by partition status (materialized, failed: its latest attempt failed,
+    in progress); days never materialized are left out."""
+    status = instance.get_status_by_partition(key, [day.isoformat() for day in window.dates()], partitions)
+    days: dict[dg.AssetPartitionStatus, set[date]] = defaultdict(set)
+    for partition, state in (status or {}).items():
+        if state is not None:
+            days[state].add(date.fromisoformat(partition))
+    return days
+
+
 def landed_days(
     instance: dg.DagsterInstance, source: DataSource, window: ExportWindow, partitions: dg.PartitionsDefinition
 ) -> set[date]:
     """The window's days whose raw partition is materialized and whose latest attempt did not fail."""
-    status = instance.get_status_by_partition(raw_key(source), [day.isoformat() for day in window.dates()], partitions)
-    return {
-        date.fromisoformat(key)
-        for key, state in (status or {}).items()
-        if state == dg.AssetPartitionStatus.MATERIALIZED
-    }
+    return days_by_status(instance, raw_key(source), window, partitions)[dg.AssetPartitionStatus.MATERIALIZED]
+
+
+def unbuilt_days(
+    instance: dg.DagsterInstance,
+    source: DataSource,
+    window: ExportWindow,
+    partitions: dg.PartitionsDefinition,
+    landed: set[date],
+) -> set[date]:
+    """The `landed` days whose Parquet or table's latest attempt failed and that no run is building. Dagster marks
+    the partitions a failed run planned and did not materialize as failed, so this finds the days a raw step stored
+    before it failed, whose later steps the run skipped."""
+    downstream = (parquet_key(source), bigquery_key(source))
+    statuses = [days_by_status(instance, key, window, partitions) for key in downstream]
+    failed = set().union(*(status[dg.AssetPartitionStatus.FAILED] for status in statuses))
+    building = set().union(*(status[dg.AssetPartitionStatus.IN_PROGRESS] for status in statuses))
+    return (landed & failed) - building
 
 
 def yesterday_pending(instance: dg.DagsterInstance, yesterday: date) -> bool:
@@ -121,22 +149,34 @@ def catch_up_sensor(
 
         pending = yesterday_pending(instance, latest_allowed_day(today))
         window = catch_up_window(settings.first_partition_day, today, yesterday_pending=pending)
+        landed = {s: landed_days(instance, s, window, partitions) for s in DATA_SOURCES} if window else {}
         plan = plan_catch_up(
             window,
-            landed={s: landed_days(instance, s, window, partitions) for s in DATA_SOURCES} if window else {},
+            landed=landed,
+            unbuilt={s: unbuilt_days(instance, s, window, partitions, landed[s]) for s in landed} if window else {},
             in_flight=in_flight(instance.get_runs(dg.RunsFilter(statuses=ACTIVE))),
             exports_left=hatch_api.ledger().usage().left_in_24h,
             earlier_run=earlier_run,
         )
-        if not plan.requests:
+        if not plan.requests and not plan.follow_ups:
             return dg.SkipReason(plan.explain())
         context.log.info(plan.explain())
         return dg.SensorResult(
             run_requests=[
-                dg.RunRequest(
-                    run_key=gap.run_key, asset_selection=source_keys(gap.sources), tags=range_tags(gap.window)
-                )
-                for gap in plan.requests
+                *(
+                    dg.RunRequest(
+                        run_key=gap.run_key, asset_selection=source_keys(gap.sources), tags=range_tags(gap.window)
+                    )
+                    for gap in plan.requests
+                ),
+                *(
+                    dg.RunRequest(
+                        run_key=follow_up.run_key,
+                        asset_selection=[key(s) for key in (parquet_key, bigquery_key) for s in follow_up.sources],
+                        tags=range_tags(follow_up.window),
+                    )
+                    for follow_up in plan.follow_ups
+                ),
             ]
         )
 

@@ -74,6 +74,8 @@ _TRANSIENT_TRANSPORT_ERRORS: Final = (
     httpx.DecodingError,
 )
 """Failures where the same request may well succeed later: timeouts, resets, a body cut off mid-way."""
+_NOT_SENT_ERRORS: Final = (httpx.ConnectError, httpx.ConnectTimeout)
+"""Of those, the ones where no connection was made: the request never left, and the vendor counted nothing."""
 
 
 @dataclass(frozen=True)
@@ -120,7 +122,7 @@ ExportOutcome = ExportedFile | EmptyExport
 
 
 @dataclass(frozen=True)
-class RetryPolicy:
+class ExportRetry:
     """How hard to try before giving up; the defaults suit a vendor that allows one export per 5 minutes."""
 
     max_attempts: int = 5
@@ -136,9 +138,9 @@ class RetryPolicy:
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
-            raise ValueError(f"RetryPolicy.max_attempts must be at least 1 (got {self.max_attempts})")
+            raise ValueError(f"ExportRetry.max_attempts must be at least 1 (got {self.max_attempts})")
         if self.max_body_retries < 0:
-            raise ValueError(f"RetryPolicy.max_body_retries must be zero or more (got {self.max_body_retries})")
+            raise ValueError(f"ExportRetry.max_body_retries must be zero or more (got {self.max_body_retries})")
 
     def backoff_ceiling(self, failures: int) -> float:
         """Exponential ceiling after `failures` consecutive failures, capped at max_delay_seconds."""
@@ -154,6 +156,8 @@ class _Retryable:
     rate_limited: bool
     spent: bool = False
     """The vendor answered 200 (and counted the export) but the body did not arrive intact."""
+    reached: bool = True
+    """False when no connection was made, so the request never reached the vendor and counts nothing."""
 
 
 class HatchExportClient:
@@ -168,7 +172,7 @@ class HatchExportClient:
         output_format: OutputFormat = "json",
         max_payload_bytes: int = 100_000_000,
         timezone: str = "UTC",
-        retry: RetryPolicy = RetryPolicy(),
+        retry: ExportRetry = ExportRetry(),
         today: Callable[[], date] | None = None,
         sleep: Callable[[float], None] = time.sleep,
         transport: httpx.BaseTransport | None = None,
@@ -243,10 +247,13 @@ class HatchExportClient:
         dest_dir.mkdir(parents=True, exist_ok=True)
         owner = new_owner()
         try:
-            return self._export(data_source, window, dest_dir, decide or (lambda claims: window), owner)
+            outcome = self._export(data_source, window, dest_dir, decide or (lambda claims: window), owner)
         except BaseException:
             self._ledger.release(owner)
             raise
+        if isinstance(outcome, NothingToSend):
+            self._ledger.release(owner)  # a retry that found nothing left holds no claim on the days
+        return outcome
 
     def _export(
         self, source: DataSource, window: ExportWindow, dest_dir: Path, decide: Decide, owner: str
@@ -265,6 +272,8 @@ class HatchExportClient:
             if not isinstance(result, _Retryable):
                 return result
             retry_after = result.retry_after_seconds
+            if not result.reached:
+                self._ledger.cancel(admission.sent_at)  # the vendor never saw it: its slot counts nothing
             if result.rate_limited:
                 # The vendor did not count a 429: give its slot back, and let everyone sharing the ledger know
                 # when the vendor will take requests again, so the retry books one slot, not two.
@@ -332,7 +341,8 @@ class HatchExportClient:
         except (CorruptExport, *_TRANSIENT_TRANSPORT_ERRORS) as exc:
             failure = f"{type(exc).__name__}: {exc}"
             spent = response is not None and response.status_code == 200
-            return _Retryable(cause=failure, retry_after_seconds=None, rate_limited=False, spent=spent)
+            reached = not isinstance(exc, _NOT_SENT_ERRORS)
+            return _Retryable(cause=failure, retry_after_seconds=None, rate_limited=False, spent=spent, reached=reached)
         finally:
             self._log_attempt(source, window, attempt, response, failure)
 

@@ -4,12 +4,18 @@ One JSON object per organization. Atomicity comes from GCS generation preconditi
 object is read together with its generation and written back only if that generation is still current
 (`if_generation_match`, 0 meaning "must not exist yet"). A 412 means someone else wrote in between; the change is
 re-applied to the fresh state, so no reservation is ever lost, on any number of machines.
+
+A 412 can also mean that *our own* write landed: Google's client retries a conditional upload whose answer was lost,
+and the retry then meets the generation its first try created. Each write therefore stores a token in the state;
+before applying the change again, the store looks for its token, so a change is never applied twice (one export
+holding two slots).
 """
 
 from __future__ import annotations
 
 import random
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any, Final, TypeVar
 
@@ -61,17 +67,25 @@ class GcsLedgerStore:
 
     def update(self, organization: str, change: Callable[[LedgerState], tuple[LedgerState, T]]) -> T:
         name = self.object_name(organization)
+        token = uuid.uuid4().hex
+        tried: list[T] = []  # the result of the last write tried, which may have landed unseen
         for attempt in range(self.max_attempts):
             state, generation = self._read(name)
+            if tried and token in state.writes:
+                return tried[-1]  # that write landed; only its answer was lost
             new_state, result = change(state)
             if new_state == state:
                 return result
+            tried = [result]
             try:
                 self._bucket.blob(name).upload_from_string(
-                    new_state.to_json(), content_type="application/json", if_generation_match=generation
+                    new_state.written_by(token).to_json(),
+                    content_type="application/json",
+                    if_generation_match=generation,
                 )
             except PreconditionFailed:
-                # Someone else wrote since our read: back off a little (jittered, so racers spread out) and redo.
+                # Someone else wrote since our read (or our own write landed, see above): back off a little
+                # (jittered, so racers spread out) and redo.
                 self._sleep(random.uniform(0, min(_BACKOFF_CAP_SECONDS, _BACKOFF_BASE_SECONDS * 2**attempt)))
                 continue
             except NotFound:

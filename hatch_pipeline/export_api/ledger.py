@@ -35,9 +35,11 @@ import socket
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any, Final, Protocol, TypeVar
 
@@ -53,7 +55,11 @@ BYTES_RETENTION: Final = timedelta(days=400)
 """Byte observations older than this are dropped; exports reach only 180 days back, so older sizes never matter."""
 
 FORMAT_VERSION: Final = 2
-"""Format 2 adds `blocked_until` and `claims`; format 1 ledgers are read as format 2 without either."""
+"""Format 2 adds `blocked_until` and `claims`; format 1 ledgers are read as format 2 without either. The optional
+`writes` list is read as empty when absent, and earlier readers of format 2 ignore it."""
+
+WRITES_KEPT: Final = 16
+"""Write tokens kept in the state: far more writes than can land between one write and its retry's read."""
 _READABLE_FORMATS: Final = frozenset({1, FORMAT_VERSION})
 
 DEFAULT_CLAIM_TTL: Final = timedelta(minutes=30)
@@ -111,9 +117,11 @@ def earliest_free_slot(
     not_before: datetime | None,
     min_interval: timedelta,
     max_per_day: int,
+    rolling: timedelta = ROLLING_DAY,
 ) -> datetime:
     """The earliest t >= max(now, not_before) that keeps every two slots `min_interval` apart and at most
-    `max_per_day` slots in any rolling 24 hours, given the already reserved (sorted) `slots`.
+    `max_per_day` slots in any `rolling` span (the vendor's 24 hours, plus a guard band), given the already
+    reserved (sorted) `slots`.
 
     Gaps are filled: slots reserved far ahead by others (say after a Retry-After) do not push everybody behind
     them. That stays correct because each forbidden region is an open interval around existing slots; the earliest
@@ -126,12 +134,18 @@ def earliest_free_slot(
         start = max(start, as_utc(not_before, "not_before"))
     candidates = [start]
     for slot in slots:
-        candidates += [slot + min_interval, slot + ROLLING_DAY]
-    return min(t for t in candidates if t >= start and _is_free(slots, t, min_interval, max_per_day))
+        candidates += [slot + min_interval, slot + rolling]
+    return min(t for t in candidates if t >= start and _is_free(slots, t, min_interval, max_per_day, rolling))
 
 
 def next_slots(
-    slots: Sequence[datetime], count: int, *, now: datetime, min_interval: timedelta, max_per_day: int
+    slots: Sequence[datetime],
+    count: int,
+    *,
+    now: datetime,
+    min_interval: timedelta,
+    max_per_day: int,
+    rolling: timedelta = ROLLING_DAY,
 ) -> list[datetime]:
     """The slots `count` exports sent one after the other would take, the first no earlier than `now`, given the
     already reserved (sorted) `slots`: `earliest_free_slot` applied again after each one."""
@@ -144,22 +158,26 @@ def next_slots(
             not_before=None,
             min_interval=min_interval,
             max_per_day=max_per_day,
+            rolling=rolling,
         )
         bisect.insort(taken, slot)
         chosen.append(slot)
     return chosen
 
 
-def _is_free(slots: Sequence[datetime], t: datetime, min_interval: timedelta, max_per_day: int) -> bool:
+def _is_free(
+    slots: Sequence[datetime], t: datetime, min_interval: timedelta, max_per_day: int, rolling: timedelta
+) -> bool:
     position = bisect.bisect_left(slots, t)
     neighbours = slots[max(position - 1, 0) : position + 1]
     if any(abs(t - neighbour) < min_interval for neighbour in neighbours):
         return False
-    # With t inserted at `position`, every run of max_per_day + 1 consecutive slots that includes t must span 24h.
+    # With t inserted at `position`, every run of max_per_day + 1 consecutive slots that includes t must span
+    # `rolling`.
     merged = [*slots[:position], t, *slots[position:]]
     first = max(position - max_per_day, 0)
     last = min(position, len(merged) - 1 - max_per_day)
-    return all(merged[i + max_per_day] - merged[i] >= ROLLING_DAY for i in range(first, last + 1))
+    return all(merged[i + max_per_day] - merged[i] >= rolling for i in range(first, last + 1))
 
 
 def _check_limits(min_interval: timedelta, max_per_day: int) -> None:
@@ -186,12 +204,17 @@ class Claim:
     expires_at: datetime
 
     def is_live(self, now: datetime) -> bool:
-        """Not expired, and not left behind by a process of this machine that no longer runs."""
+        """Not expired, and not left behind by a process of this machine that no longer runs, nor by an export of
+        this process that has ended."""
         if self.expires_at <= now:
             return False
         host, _, rest = self.owner.partition("/")
         pid = rest.partition("/")[0]
-        return host != _HOST or not pid.isdigit() or _process_runs(int(pid))
+        if host != _HOST or not pid.isdigit():
+            return True
+        if int(pid) == os.getpid():
+            return self.owner in _HELD_CLAIMS
+        return _process_runs(int(pid))
 
     def to_json(self) -> dict[str, str]:
         return {
@@ -236,6 +259,9 @@ class LedgerState:
     blocked_until: datetime | None = None
     """No slot before this (the vendor's Retry-After, for every process sharing the ledger)."""
     claims: tuple[Claim, ...] = ()
+    writes: tuple[str, ...] = ()
+    """Tokens of the last few writes (`WRITES_KEPT`), so a store whose write may have landed before a retry of it
+    can tell, and never applies one change twice."""
 
     def __post_init__(self) -> None:
         for slot in self.slots:
@@ -244,11 +270,12 @@ class LedgerState:
         if list(self.slots) != sorted(self.slots):
             raise ValueError("ledger slots must be sorted")
 
-    def pruned(self, now: datetime, min_interval: timedelta = timedelta(0)) -> LedgerState:
-        """Drop slots that can no longer constrain a slot at or after `now`, and byte observations too old to
-        matter, so the stored object stays small."""
+    def pruned(self, now: datetime, reach: timedelta = ROLLING_DAY) -> LedgerState:
+        """Drop slots that can no longer constrain a slot at or after `now` (older than `reach`, the longest span a
+        limit looks back, at least 24 hours), and byte observations too old to matter, so the stored object stays
+        small."""
         now = as_utc(now, "now")
-        oldest_slot = now - max(ROLLING_DAY, min_interval)
+        oldest_slot = now - max(ROLLING_DAY, reach)
         oldest_day = (now - BYTES_RETENTION).date()
         return LedgerState(
             slots=tuple(slot for slot in self.slots if slot > oldest_slot),
@@ -259,6 +286,7 @@ class LedgerState:
             },
             blocked_until=self.blocked_until if self.blocked_until and self.blocked_until > now else None,
             claims=tuple(claim for claim in self.claims if claim.expires_at > now),
+            writes=self.writes,
         )
 
     def with_slot(self, slot: datetime) -> LedgerState:
@@ -282,6 +310,10 @@ class LedgerState:
         until = as_utc(until, "until")
         return replace(self, blocked_until=max(until, self.blocked_until) if self.blocked_until else until)
 
+    def written_by(self, token: str) -> LedgerState:
+        """This state as the write `token` stores it: the token joins the last `WRITES_KEPT`."""
+        return replace(self, writes=(*self.writes, token)[-WRITES_KEPT:])
+
     def with_claim(self, claim: Claim) -> LedgerState:
         """`claim` replaces any earlier claim of the same owner."""
         return replace(self, claims=(*self.without_claim(claim.owner).claims, claim))
@@ -299,6 +331,7 @@ class LedgerState:
             },
             "blocked_until": self.blocked_until.isoformat() if self.blocked_until else None,
             "claims": [claim.to_json() for claim in self.claims],
+            "writes": list(self.writes),
         }
         return json.dumps(document, indent=1).encode()
 
@@ -319,6 +352,7 @@ class LedgerState:
                 },
                 blocked_until=as_utc(datetime.fromisoformat(blocked), "blocked_until") if blocked else None,
                 claims=tuple(Claim.from_json(claim) for claim in document.get("claims", [])),
+                writes=tuple(str(token) for token in document.get("writes", [])),
             )
         except (ValueError, TypeError, KeyError, AttributeError) as error:
             raise ValueError(
@@ -417,6 +451,17 @@ class Usage:
     next_slot: datetime
 
 
+@dataclass(frozen=True)
+class _Moved:
+    """Admission found another request due too close: this slot moved to `slot_at`, to be tried again then."""
+
+    slot_at: datetime
+
+
+_HELD_CLAIMS: Final[set[str]] = set()
+"""Owners of the claims this process holds now (admitted, not yet released). A claim of this process whose owner
+is not here was left behind by an export that ended: nobody waits for it."""
+
 Decide = Callable[[Sequence[Claim]], ExportWindow | None]
 """Given the live claims of *other* senders, the window to request now, or None when nothing is left to send."""
 
@@ -464,16 +509,27 @@ class RateLedger:
         """What the ledger keeps between two requests: the vendor's interval plus the guard band."""
         return self.min_interval + self.guard
 
+    @property
+    def rolling_day(self) -> timedelta:
+        """The span that holds at most `max_per_day` slots: the vendor's 24 hours plus the guard band, since slots
+        are moments of sending and the vendor counts arrivals."""
+        return ROLLING_DAY + self.guard
+
+    @property
+    def _reach(self) -> timedelta:
+        return max(self.spacing, self.rolling_day)
+
     def reserve(self, not_before: datetime | None = None) -> Reservation:
         """Claim the earliest free slot at or after `not_before` (and the vendor's last Retry-After), sleep until
         it, return it.
 
-        Raises SlotUnavailable, recording nothing, when that slot is more than `max_wait` away.
+        Raises SlotUnavailable, recording nothing, when that slot is more than `max_wait` away. A sleep that ends
+        in an exception (the run was stopped) gives the slot back: nothing reached the vendor.
         """
 
         def claim(state: LedgerState) -> tuple[LedgerState, datetime]:
             now = self._now()
-            state = state.pruned(now, self.spacing)
+            state = state.pruned(now, self._reach)
             slot = self._earliest(state.slots, now, _later(not_before, state.blocked_until))
             if slot - now > self.max_wait:
                 raise SlotUnavailable(opens_at=slot, reason=self._why_waiting(state, now, not_before, slot))
@@ -482,48 +538,74 @@ class RateLedger:
         slot = self.store.update(self.organization, claim)
         delay = max((slot - self._now()).total_seconds(), 0.0)
         if delay > 0:
-            self._sleep(delay)
+            with self._given_back_on_error(slot):
+                self._sleep(delay)
         return Reservation(slot_at=slot, waited_seconds=delay)
 
     def admit(self, reservation: Reservation, source: str, decide: Decide, owner: str) -> Admission | None:
         """Clear a reserved request to leave now, or say there is nothing to send.
 
-        Spacing is checked against every other slot already due (sent, or reserved and past: a sender that woke
-        late counts from when it really left). When one is too close, this slot moves behind it and we sleep
-        again. Then `decide` picks the window given the others' live claims; the slot becomes "now" and the
-        claim (owner `owner`, replacing its earlier one) is stored in the same atomic write. When `decide`
-        returns None the slot is given back: nothing reaches the vendor.
+        `decide` picks the window given the others' live claims; then the moment of sending is taken, and its
+        spacing is checked against every other slot already due (sent, or reserved and past: a sender that woke
+        late counts from when it really left). When one is too close, this slot moves behind it, we sleep, and
+        try again: a move is never taken for "nothing to send", however long the write took. Otherwise the slot
+        becomes that moment and the claim (owner `owner`, replacing its earlier one) is stored in the same atomic
+        write. When `decide` returns None the slot and `owner`'s claim are given back: nothing reaches the vendor.
+
+        Raises SlotUnavailable when the slot would move beyond `max_wait`; on that or any other error (decide
+        failing, the run stopped while waiting) the slot is given back, so the ledger counts only requests sent.
         """
         slot = reservation.slot_at
         waited = 0.0
         while True:
-
-            def clear(state: LedgerState, slot: datetime = slot) -> tuple[LedgerState, tuple[datetime, Claim | None]]:
-                now = self._now()
-                state = state.pruned(now, self.spacing)
-                others = state.without_slot(slot)
-                due = [other for other in others.slots if other <= now]
-                earliest = self._earliest(due, now, state.blocked_until)
-                if earliest > now:
-                    if earliest - now > self.max_wait:
-                        raise SlotUnavailable(opens_at=earliest, reason=self._why_waiting(others, now, None, earliest))
-                    return others.with_slot(earliest), (earliest, None)
-                live = [claim for claim in state.claims if claim.owner != owner and claim.is_live(now)]
-                window = decide(live)
-                if window is None:
-                    return others.without_claim(owner), (now, None)
-                claim = Claim(source=source, window=window, owner=owner, expires_at=now + self.claim_ttl)
-                return others.with_slot(now).with_claim(claim), (now, claim)
-
-            at, claim = self.store.update(self.organization, clear)
-            if claim is not None:
-                return Admission(sent_at=at, window=claim.window, claim=claim, waited_seconds=waited)
-            if at <= self._now():
-                return None
-            delay = (at - self._now()).total_seconds()
-            self._sleep(delay)
+            with self._given_back_on_error(slot):
+                outcome = self.store.update(self.organization, partial(self._clear, slot, source, decide, owner))
+            if not isinstance(outcome, _Moved):
+                break
+            slot = outcome.slot_at
+            delay = max((slot - self._now()).total_seconds(), 0.0)
+            with self._given_back_on_error(slot):
+                self._sleep(delay)
             waited += delay
-            slot = at
+        if isinstance(outcome, SlotUnavailable):
+            raise outcome  # its slot is already given back
+        return None if outcome is None else replace(outcome, waited_seconds=waited)
+
+    def _clear(
+        self, slot: datetime, source: str, decide: Decide, owner: str, state: LedgerState
+    ) -> tuple[LedgerState, Admission | _Moved | SlotUnavailable | None]:
+        """One atomic step of `admit`: send now, move the slot, refuse, or find nothing to send."""
+        state = state.pruned(self._now(), self._reach)
+        others = state.without_slot(slot)
+        live = [claim for claim in state.claims if claim.owner != owner and claim.is_live(self._now())]
+        window = decide(live)
+        if window is None:
+            return others.without_claim(owner), None
+        now = self._now()  # after decide, which may list many objects: that time is not taken from the guard
+        due = [other for other in others.slots if other <= now]
+        earliest = self._earliest(due, now, state.blocked_until)
+        if earliest > now:
+            if earliest - now > self.max_wait:
+                reason = self._why_waiting(others, now, None, earliest)
+                return others, SlotUnavailable(opens_at=earliest, reason=reason)
+            return others.with_slot(earliest), _Moved(earliest)
+        claim = Claim(source=source, window=window, owner=owner, expires_at=now + self.claim_ttl)
+        _HELD_CLAIMS.add(owner)
+        admission = Admission(sent_at=now, window=window, claim=claim, waited_seconds=0.0)
+        return others.with_slot(now).with_claim(claim), admission
+
+    @contextmanager
+    def _given_back_on_error(self, slot: datetime) -> Iterator[None]:
+        try:
+            yield
+        except BaseException:
+            self._give_back(slot)
+            raise
+
+    def _give_back(self, slot: datetime) -> None:
+        """Drop a slot whose request never left (best effort: the error that brought us here is the one to see)."""
+        with suppress(Exception):
+            self.store.update(self.organization, lambda state: (state.without_slot(slot), None))
 
     def cancel(self, sent_at: datetime, *, retry_after: datetime | None = None) -> None:
         """Give back a slot whose request the vendor did not count (429), and, given its Retry-After, keep
@@ -538,17 +620,18 @@ class RateLedger:
     def release(self, owner: str) -> None:
         """Drop `owner`'s claim: its ZIP is stored (or the export failed and others may try)."""
         self.store.update(self.organization, lambda state: (state.without_claim(owner), None))
+        _HELD_CLAIMS.discard(owner)
 
     def next_slot(self, not_before: datetime | None = None) -> datetime:
         """Read-only peek at the slot `reserve` would claim now (for `doctor`, `plan` and progress)."""
         now = self._now()
-        state = self.store.read(self.organization).pruned(now, self.spacing)
+        state = self.store.read(self.organization).pruned(now, self._reach)
         return self._earliest(state.slots, now, _later(not_before, state.blocked_until))
 
     def usage(self) -> Usage:
         """Exports counted in the last 24 hours, how many are left in that rolling window, and the next slot."""
         now = self._now()
-        state = self.store.read(self.organization).pruned(now, self.spacing)
+        state = self.store.read(self.organization).pruned(now, self._reach)
         used = sum(now - ROLLING_DAY < slot <= now for slot in state.slots)
         return Usage(
             used_in_24h=used,
@@ -559,9 +642,16 @@ class RateLedger:
     def next_slots(self, count: int) -> list[datetime]:
         """Read-only: the slots `count` back-to-back exports would take if they were reserved now (for `plan`)."""
         now = self._now()
-        state = self.store.read(self.organization).pruned(now, self.spacing)
+        state = self.store.read(self.organization).pruned(now, self._reach)
         start = max(now, state.blocked_until) if state.blocked_until else now
-        return next_slots(state.slots, count, now=start, min_interval=self.spacing, max_per_day=self.max_per_day)
+        return next_slots(
+            state.slots,
+            count,
+            now=start,
+            min_interval=self.spacing,
+            max_per_day=self.max_per_day,
+            rolling=self.rolling_day,
+        )
 
     def record_bytes(self, source: str, window: ExportWindow, uncompressed_bytes: int) -> None:
         """Remember an export's uncompressed size, spread evenly over the window's days."""
@@ -571,7 +661,7 @@ class RateLedger:
         sizes = dict.fromkeys(window.dates(), per_day)
 
         def remember(state: LedgerState) -> tuple[LedgerState, None]:
-            return state.with_bytes(source, sizes).pruned(self._now(), self.spacing), None
+            return state.with_bytes(source, sizes).pruned(self._now(), self._reach), None
 
         self.store.update(self.organization, remember)
 
@@ -583,7 +673,12 @@ class RateLedger:
 
     def _earliest(self, slots: Sequence[datetime], now: datetime, not_before: datetime | None) -> datetime:
         return earliest_free_slot(
-            slots, now=now, not_before=not_before, min_interval=self.spacing, max_per_day=self.max_per_day
+            slots,
+            now=now,
+            not_before=not_before,
+            min_interval=self.spacing,
+            max_per_day=self.max_per_day,
+            rolling=self.rolling_day,
         )
 
     def _why_waiting(self, state: LedgerState, now: datetime, not_before: datetime | None, slot: datetime) -> str:

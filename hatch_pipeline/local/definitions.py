@@ -4,9 +4,14 @@ BigQuery and Cloud Storage at the local emulators named by BIGQUERY_EMULATOR_HOS
 
 from __future__ import annotations
 
+import dagster as dg
+
 from hatch_pipeline.defs import build_definitions
 from hatch_pipeline.local.resources import local_resources
 from hatch_pipeline.settings import Settings
 
-settings = Settings.from_env()
-defs = build_definitions(settings, local_resources(settings))
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    settings = Settings.from_env()
+    return build_definitions(settings, local_resources(settings))

@@ -7,7 +7,7 @@ import io
 import logging
 import time
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from datetime import date, timedelta
 from pathlib import Path
@@ -21,9 +21,9 @@ from hatch_pipeline.export_api.client import (
     EmptyExport,
     ExportedFile,
     ExportOutcome,
+    ExportRetry,
     HatchExportClient,
     NothingToSend,
-    RetryPolicy,
 )
 from hatch_pipeline.export_api.errors import (
     AuthenticationFailed,
@@ -33,7 +33,8 @@ from hatch_pipeline.export_api.errors import (
     PayloadTooLarge,
     RateLimited,
 )
-from hatch_pipeline.export_api.ledger import LocalLedgerStore, RateLedger, organization_key
+from hatch_pipeline.export_api.ledger import Claim, LocalLedgerStore, RateLedger, organization_key
+from hatch_pipeline.local.processes import free_port
 from hatch_pipeline.local.sandbox.server import AccessRecord, Fault, SandboxServer
 from hatch_pipeline.settings import SettingsError
 from hatch_pipeline_tests.export_api.test_ledger import stored_claims
@@ -43,7 +44,7 @@ KEY = "sk-test-5b9f1c2e-client-secret"
 ORGANIZATION = "org-client-tests"
 TODAY = date(2026, 6, 15)
 WINDOW = ExportWindow(date(2026, 6, 1), date(2026, 6, 3))
-FAST = RetryPolicy(
+FAST = ExportRetry(
     max_attempts=3,
     base_delay_seconds=0.01,
     max_delay_seconds=0.05,
@@ -320,6 +321,37 @@ def test_500_forever_raises_export_failed_naming_the_cause_and_attempts(
 
     assert statuses(api, 3) == [500, 500, 500]
     assert reserved_slots(ledger) == 3
+
+
+def test_a_connection_that_never_opens_counts_nothing_in_the_ledger(
+    make_client: ClientFactory, ledger: RateLedger, dest: Path
+) -> None:
+    nobody_listens = f"http://127.0.0.1:{free_port()}/api/v1"
+
+    with pytest.raises(ExportFailed, match=r"after 3 attempts; last cause: ConnectError"):
+        make_client(base_url=nobody_listens).export("contact_history", WINDOW, dest)
+
+    assert reserved_slots(ledger) == 0
+    assert stored_claims(ledger) == []
+
+
+def test_a_retry_after_a_500_keeps_its_claim_and_never_waits_for_itself(
+    make_client: ClientFactory, api: SandboxServer, ledger: RateLedger, dest: Path
+) -> None:
+    api.inject(Fault(status=500))
+    seen_claims: list[int] = []
+
+    def whole_window_unless_claimed(claims: Sequence[Claim]) -> ExportWindow | None:
+        seen_claims.append(len(claims))
+        return None if claims else WINDOW
+
+    result = exported(make_client().export("contact_history", WINDOW, dest, decide=whole_window_unless_claimed))
+
+    assert (result.attempts, seen_claims) == (2, [0, 0])
+    assert [claim.owner for claim in stored_claims(ledger)] == [result.claim_owner]
+    ledger.release(result.claim_owner)
+    assert stored_claims(ledger) == []
+    assert reserved_slots(ledger) == len(statuses(api, 2)) == 2
 
 
 def test_a_response_slower_than_the_read_timeout_is_retried(

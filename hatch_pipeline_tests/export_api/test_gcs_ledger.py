@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 from functools import partial
+from typing import Any
 
 import pytest
-from google.cloud.storage import Bucket
+from google.cloud.storage import Blob, Bucket
 
 from hatch_pipeline.contract import ExportWindow
 from hatch_pipeline.export_api.gcs_ledger import GcsLedgerStore, LedgerContended
@@ -116,3 +117,27 @@ def test_slots_older_than_a_day_do_not_accumulate(gcs_endpoint: str, bucket: str
     clock.now += timedelta(hours=25)
     ledger.reserve()
     assert ledger.store.read(ORG).slots == (clock.now,)
+
+
+def test_a_write_whose_answer_was_lost_is_applied_once(
+    gcs_endpoint: str, bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Google's client retries a conditional upload whose answer was lost, and the retry meets a 412 from the write
+    that landed. No local server loses an answer, so the upload is wrapped: the first call uploads for real and then
+    uploads again, as the client's retry would; the emulator's own 412 comes back."""
+    real_upload = Blob.upload_from_string
+    uploads: list[str] = []
+
+    def answer_lost_then_retried(blob: Blob, *args: Any, **kwargs: Any) -> None:
+        uploads.append(blob.name)
+        real_upload(blob, *args, **kwargs)
+        if len(uploads) == 1:
+            real_upload(blob, *args, **kwargs)
+
+    monkeypatch.setattr(Blob, "upload_from_string", answer_lost_then_retried)
+    store = gcs_store(gcs_endpoint, bucket)
+
+    assert store.update(ORG, lambda state: (state.with_slot(T0 - MINUTE), "reserved")) == "reserved"
+    store.update(ORG, lambda state: (state.with_slot(T0), None))
+
+    assert store.read(ORG).slots == (T0 - MINUTE, T0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from functools import partial
@@ -378,8 +379,20 @@ def test_a_claim_of_a_process_of_this_machine_that_died_lapses_at_once() -> None
     dead.join()
     claim = Claim("contact_history", WINDOW, owner=f"{new_owner().split('/')[0]}/{dead.pid}/x", expires_at=T0 + DAY)
     assert not claim.is_live(T0)
-    assert Claim("contact_history", WINDOW, owner=new_owner(), expires_at=T0 + DAY).is_live(T0)
     assert Claim("contact_history", WINDOW, owner=f"other-host/{dead.pid}/x", expires_at=T0 + DAY).is_live(T0)
+
+
+def test_a_claim_of_this_process_lives_only_while_its_export_holds_it(tmp_path: Path) -> None:
+    ledger, _ = fake_time_ledger(tmp_path)
+    owner = new_owner()
+    admitted = ledger.admit(ledger.reserve(), "contact_history", send_whole(WINDOW), owner=owner)
+    assert admitted is not None and admitted.claim.is_live(T0)
+
+    ledger.release(owner)
+
+    assert not admitted.claim.is_live(T0)  # a claim of ours left behind is never waited for
+    never_admitted = Claim("contact_history", WINDOW, owner=new_owner(), expires_at=T0 + DAY)
+    assert not never_admitted.is_live(T0)
 
 
 def test_releasing_a_claim_lets_others_take_the_days(tmp_path: Path) -> None:
@@ -447,3 +460,111 @@ def test_processes_sharing_a_folder_never_break_the_limits(tmp_path: Path) -> No
 def stored_claims(ledger: RateLedger) -> list[Claim]:
     """The claims the ledger object holds now, as any other process would read them."""
     return list(ledger.store.read(ledger.organization).claims)
+
+
+# --- admission never confuses a move with "nothing to send", and leaves no phantom slot --------------------------
+
+
+class SlowWrites:
+    """A real local store whose writes take `seconds` (a GCS write on a busy day): the fault the stall came from."""
+
+    def __init__(self, folder: Path, seconds: float) -> None:
+        self.inner = LocalLedgerStore(folder)
+        self.seconds = seconds
+
+    def update(self, organization: str, change: Callable[[LedgerState], tuple[LedgerState, Any]]) -> Any:
+        def change_then_write_slowly(state: LedgerState) -> tuple[LedgerState, Any]:
+            result = change(state)
+            time.sleep(self.seconds)
+            return result
+
+        return self.inner.update(organization, change_then_write_slowly)
+
+    def read(self, organization: str) -> LedgerState:
+        return self.inner.read(organization)
+
+
+def test_a_slot_moved_by_less_than_a_slow_write_takes_is_still_admitted(tmp_path: Path) -> None:
+    """Another sender left 20 ms too recently; the move is 20 ms, the write 50 ms. The old admit took "the moved slot
+    is already past" for "nothing to send", left its claim and slot behind, and its export waited for itself."""
+    interval = timedelta(seconds=1)
+    store = SlowWrites(tmp_path, seconds=0.05)
+    ledger = RateLedger(
+        store, organization=ORG, min_interval=interval, max_per_day=100, max_wait=DAY, guard=timedelta(0)
+    )
+    ours = ledger.reserve()
+    other_sent = datetime.now(UTC) - interval + timedelta(milliseconds=20)
+    store.inner.update(ORG, lambda state: (state.with_slot(other_sent), None))  # written fast, just now
+
+    admitted = ledger.admit(ours, "contact_history", send_whole(WINDOW), owner=OWNER)
+
+    assert admitted is not None, "a move was taken for nothing to send"
+    assert admitted.sent_at - other_sent >= interval
+    assert store.read(ORG).slots == (other_sent, admitted.sent_at)
+    assert [claim.owner for claim in store.read(ORG).claims] == [OWNER]
+
+
+def test_an_admission_refused_after_anothers_retry_after_gives_its_slot_back(tmp_path: Path) -> None:
+    ledger, _ = fake_time_ledger(tmp_path, max_wait=10 * MINUTE)
+    ours = ledger.reserve()
+    ledger.store.update(ORG, lambda state: (state.blocked(slot(hours=2)), None))  # another sender met a 429
+
+    with pytest.raises(SlotUnavailable, match="Retry-After"):
+        ledger.admit(ours, "contact_history", send_whole(WINDOW), owner=OWNER)
+
+    assert ledger.store.read(ORG).slots == ()
+    assert stored_claims(ledger) == []
+
+
+def test_a_decide_that_fails_gives_the_slot_back(tmp_path: Path) -> None:
+    ledger, _ = fake_time_ledger(tmp_path)
+
+    def listing_fails(claims: Sequence[Claim]) -> ExportWindow:
+        raise ConnectionError("the object store did not answer the listing")
+
+    with pytest.raises(ConnectionError):
+        ledger.admit(ledger.reserve(), "contact_history", listing_fails, owner=OWNER)
+
+    assert ledger.store.read(ORG).slots == ()
+
+
+def test_a_sleep_cut_short_gives_the_reserved_slot_back(tmp_path: Path) -> None:
+    ledger, _ = fake_time_ledger(tmp_path)
+    ledger.reserve()
+
+    def interrupted(seconds: float) -> None:
+        raise KeyboardInterrupt  # the run was stopped while this sender waited for its slot
+
+    stopped = RateLedger(
+        ledger.store,
+        organization=ORG,
+        min_interval=5 * MINUTE,
+        max_per_day=100,
+        max_wait=DAY,
+        guard=timedelta(0),
+        clock=lambda: T0,
+        sleep=interrupted,
+    )
+    with pytest.raises(KeyboardInterrupt):
+        stopped.reserve()
+
+    assert ledger.store.read(ORG).slots == (T0,)
+
+
+def test_the_moment_of_sending_is_taken_after_decide(tmp_path: Path) -> None:
+    ledger, clock = fake_time_ledger(tmp_path)
+
+    def slow_listing(claims: Sequence[Claim]) -> ExportWindow:
+        clock.now += timedelta(seconds=7)  # listing every stored manifest of the source
+        return WINDOW
+
+    admitted = ledger.admit(ledger.reserve(), "contact_history", slow_listing, owner=OWNER)
+
+    assert admitted is not None and admitted.sent_at == slot(seconds=7)
+    assert ledger.store.read(ORG).slots == (slot(seconds=7),)
+
+
+def test_the_daily_cap_carries_the_guard_band_too(tmp_path: Path) -> None:
+    ledger, _ = fake_time_ledger(tmp_path, max_per_day=3, guard=timedelta(seconds=2))
+    granted = [ledger.reserve().slot_at for _ in range(4)]
+    assert granted[3] == T0 + DAY + timedelta(seconds=2)

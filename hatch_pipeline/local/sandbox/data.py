@@ -105,6 +105,9 @@ class SandboxConfig:
     new_columns_from: date | None = None
     """First day whose contact_history rows carry NEW_CONTACT_HISTORY_COLUMNS; None means never."""
     empty_days: frozenset[date] = frozenset()
+    extra_columns: tuple[str, ...] = ()
+    """Text columns the vendor added under any name (e.g. SQL's reserved words `from`, `end`), on every row of both
+    sources after all others."""
     min_export_interval_seconds: float = 0.0
     max_exports_per_day: int = 100
     send_retry_after: bool = True
@@ -133,10 +136,10 @@ def has_new_columns(day: date, config: SandboxConfig) -> bool:
 def columns_for(source: DataSource, window: ExportWindow, config: SandboxConfig) -> tuple[str, ...]:
     """The CSV header of an export: the rolled-out columns appear once any day of the window has them."""
     if source == "conversation_items":
-        return CONVERSATION_ITEMS_COLUMNS
+        return CONVERSATION_ITEMS_COLUMNS + config.extra_columns
     if has_new_columns(window.end, config):
-        return CONTACT_HISTORY_COLUMNS + NEW_CONTACT_HISTORY_COLUMNS
-    return CONTACT_HISTORY_COLUMNS
+        return CONTACT_HISTORY_COLUMNS + NEW_CONTACT_HISTORY_COLUMNS + config.extra_columns
+    return CONTACT_HISTORY_COLUMNS + config.extra_columns
 
 
 def rows_on_day(day: date, config: SandboxConfig) -> int:
@@ -165,6 +168,10 @@ def rows_for_day(
     else:
         rows = _conversation_items_rows(rng, day, offsets, catalog)
         edges = ({"body": body} for body in EDGE_BODIES)
+    if config.extra_columns:
+        rows = (
+            row | {name: f"{name} {day} {index}" for name in config.extra_columns} for index, row in enumerate(rows)
+        )
     if not config.edge_values:
         return rows
     return (row | next(edges, {}) for row in rows)

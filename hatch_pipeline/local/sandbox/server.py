@@ -255,6 +255,7 @@ class ExportCache:
             config.rows_per_day,
             config.new_columns_from,
             config.empty_days,
+            config.extra_columns,
             config.edge_values,
         )
         with self._lock:

@@ -18,14 +18,9 @@ from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
 from hatch_pipeline.contract import DataSource, ExportWindow, OutputFormat
-from hatch_pipeline.parsing import (
-    LINEAGE_COLUMNS,
-    PART_BYTES,
-    SCHEMAS,
-    MalformedExport,
-    ParsedExport,
-    parse_export,
-)
+from hatch_pipeline.parsing.export import ParsedExport, parse_export
+from hatch_pipeline.parsing.member import PART_BYTES, MalformedExport
+from hatch_pipeline.schemas import LINEAGE_COLUMNS, SCHEMAS
 
 Row = Mapping[str, object]
 LOADED_AT = datetime(2026, 11, 22, 6, 0, tzinfo=UTC)

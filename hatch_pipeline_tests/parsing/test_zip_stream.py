@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hatch_pipeline.zip_stream import UnreadableMember, member_chunks
+from hatch_pipeline.parsing.zip_stream import UnreadableMember, member_chunks
 
 NAME = "conversation_items_2026-11-20_2026-11-20.json"
 CENTRAL = b"PK\x01\x02"

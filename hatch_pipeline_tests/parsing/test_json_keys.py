@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hatch_pipeline.json_keys import may_hold_other_keys, other_key_pattern
+from hatch_pipeline.parsing.json_keys import may_hold_other_keys, other_key_pattern
 
 KNOWN = ("id", "idx", "body", "created_at")
 # Known names, their prefixes and extensions, other cases, and keys that need escapes or hold non-ASCII.

@@ -10,7 +10,7 @@ from pathlib import Path
 import polars as pl
 import pyarrow.parquet as pq
 
-from hatch_pipeline.day_files import DayFiles
+from hatch_pipeline.parsing.day_files import DayFiles
 
 NOV_20, NOV_21 = date(2026, 11, 20), date(2026, 11, 21)
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Final
 
 from hatch_pipeline.contract import DataSource, ExportWindow, OutputFormat
-from hatch_pipeline.zip_stream import UnreadableMember, member_chunks
+from hatch_pipeline.parsing.zip_stream import UnreadableMember, member_chunks
 
 __all__ = ["MAX_MEMBER_BYTES", "PART_BYTES", "MalformedExport", "Member", "MemberFile", "extract_member"]
 

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hatch_pipeline.contract import ExportWindow, OutputFormat
-from hatch_pipeline.member import Member, MemberFile, extract_member
+from hatch_pipeline.parsing.member import Member, MemberFile, extract_member
 
 WINDOW = ExportWindow(date(2026, 11, 20), date(2026, 11, 20))
 STEM = "conversation_items_2026-11-20_2026-11-20"

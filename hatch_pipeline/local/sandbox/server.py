@@ -5,8 +5,8 @@ HTTP handling (statuses, headers, streaming, broken bodies) is exercised for rea
 can be injected one request at a time, or scheduled at chosen request numbers.
 
 Handling order of `GET /api/v1/export-data`: authentication (401) -> parameter and contract validation (400) ->
-the fault scheduled at this request's number, else the next injected fault, if any -> rate limits (429) -> the
-export (200, 204 or 413).
+the fault scheduled at this request's number, else the next injected fault, if any: a fault that takes over
+answers now (after its delay) -> rate limits (429) -> a slow fault's delay -> the export (200, 204 or 413).
 """
 
 from __future__ import annotations
@@ -54,6 +54,8 @@ _POLL_SECONDS: Final = 0.05
 """How often the serving thread looks for a stop request: stop() returns within this."""
 _CORRUPT_BODY: Final = b"PK\x03\x04" + b"this is not a zip archive; the transfer was garbled\n" * 64
 """Starts like a ZIP (so a magic-number sniff passes) but has no central directory."""
+_ABORT_ON_CLOSE: Final = struct.pack("ii", 1, 0)
+"""SO_LINGER on, for 0 seconds: close() sends an RST and drops what is unsent."""
 
 DEFAULT_CONFIG: Final = SandboxConfig()
 
@@ -430,13 +432,14 @@ class SandboxServer:
         organization_id = record.organization_id = authenticate(authorization, config.api_keys)
         request = parse_export_request(query, config.today or datetime.now(UTC).date())
         fault = self._next_fault()
+        if fault is None or not fault.takes_over:
+            self._admit(organization_id, config)  # on arrival, as the vendor counts: a slow answer is slow after it
         if fault is not None:
             record.fault = str(fault)
             if self._stopping.wait(fault.slow):
                 raise Rejected(HTTPStatus.SERVICE_UNAVAILABLE, "the sandbox is shutting down; try again")
             if fault.takes_over:
                 return self._fault_answer(fault, organization_id, request, config)
-        self._admit(organization_id, config)
         return self._export_answer(organization_id, request, config)
 
     def _next_fault(self) -> Fault | None:
@@ -591,6 +594,17 @@ class _HTTPServer(ThreadingHTTPServer):
         self.sandbox = sandbox
         super().__init__(address, _Handler)
 
+    def shutdown_request(self, request: socket.socket | tuple[bytes, socket.socket]) -> None:
+        """Close a connection to reset without shutting it down first: a shutdown would send a FIN, and the
+        client would see a clean close before the RST."""
+        if (
+            isinstance(request, socket.socket)
+            and request.getsockopt(socket.SOL_SOCKET, socket.SO_LINGER, len(_ABORT_ON_CLOSE)) == _ABORT_ON_CLOSE
+        ):
+            self.close_request(request)
+        else:
+            super().shutdown_request(request)
+
 
 class _Handler(BaseHTTPRequestHandler):
     """HTTP/1.1 transport only: parse the request line, ask the sandbox for the answer, send it."""
@@ -628,12 +642,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
 
     def _reset(self) -> None:
-        """Abort the connection with a TCP RST: a zero linger makes close() drop it instead of ending it cleanly
-        (FIN). The socket's file objects hold references to it, so they are closed first for close() to act."""
-        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        self.wfile.close()
-        self.rfile.close()
-        self.connection.close()
+        """End the connection with a TCP RST once this request is handled: a zero linger makes close() drop the
+        connection instead of ending it cleanly (FIN); the server then skips its usual shutdown (see below)."""
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _ABORT_ON_CLOSE)
         self.close_connection = True
 
     def _send_body(self, answer: _Answer) -> None:

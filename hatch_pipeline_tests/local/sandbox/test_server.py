@@ -6,8 +6,10 @@ import csv
 import io
 import json
 import tempfile
+import time
 import zipfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import date, timedelta
 from pathlib import Path
@@ -326,6 +328,18 @@ def test_a_slow_answer_arrives_whole_after_the_delay(server: SandboxServer) -> N
     assert response.status_code == 200
     assert len(json_rows(response)) == 7 * 20
     assert server.access_log[-1].fault == "slow 0.2s"
+
+
+def test_a_slow_answer_counts_when_it_arrives_not_when_it_is_answered(server: SandboxServer) -> None:
+    """The vendor measures arrivals: a request that arrives an interval after a slow one is not refused, although
+    it is answered before the slow one."""
+    server.config = replace(CONFIG, min_export_interval_seconds=1.0)
+    server.inject(Fault(slow=2.0))
+    with ThreadPoolExecutor(1) as pool:
+        slow = pool.submit(export, server)
+        time.sleep(1.5)
+        assert export(server, data_source="conversation_items").status_code == 200
+        assert slow.result().status_code == 200
 
 
 def test_a_cut_body_breaks_the_transfer_and_the_next_request_is_whole(server: SandboxServer) -> None:

@@ -31,8 +31,8 @@ from pydantic import Field
 
 from hatch_pipeline.contract import ExportWindow
 from hatch_pipeline.defs.assets import build_source_assets
-from hatch_pipeline.defs.automation import daily_partitions, range_tags
 from hatch_pipeline.defs.checks import build_source_checks
+from hatch_pipeline.defs.partitions import daily_partitions, range_tags
 from hatch_pipeline.defs.resources import HatchExportResource, HatchStorageResource
 from hatch_pipeline.export_api.ledger import LedgerState, LedgerStore
 from hatch_pipeline.local.resources import EmulatorBigQueryResource

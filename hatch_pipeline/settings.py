@@ -12,7 +12,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, time
 from typing import Final, TypeVar, cast
-from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from hatch_pipeline.contract import (
@@ -22,6 +21,7 @@ from hatch_pipeline.contract import (
     DataSource,
     OutputFormat,
 )
+from hatch_pipeline.export_api.base_url import InvalidBaseUrl, validate_base_url
 from hatch_pipeline.schemas import SCHEMAS
 
 DEFAULT_API_BASE_URL = "https://bulk-export-api.usehatchapp.com/api/v1"
@@ -36,7 +36,6 @@ DEFAULT_FRESH_BY: Final = "09:00"
 """By this time of day (HATCH_TIMEZONE) yesterday should be in BigQuery: three hours after the default schedule."""
 DEFAULT_LOOKBACK_DAYS: Final = 2
 """The daily run refetches yesterday and this many days before it: late vendor corrections land within days."""
-LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 _Num = TypeVar("_Num", int, float)
 
 
@@ -116,7 +115,10 @@ class Settings:
             raise SettingsError(
                 f"HATCH_OUTPUT_FORMAT={self.output_format!r} is not supported; use one of {', '.join(OUTPUT_FORMATS)}"
             )
-        validate_base_url(self.api_base_url)
+        try:
+            validate_base_url(self.api_base_url)
+        except InvalidBaseUrl as error:
+            raise SettingsError(str(error)) from None
         try:
             ZoneInfo(self.timezone)
         except (ZoneInfoNotFoundError, ValueError):
@@ -194,18 +196,6 @@ class Settings:
         if self.gcs_bucket:
             return f"gs://{self.gcs_bucket}/{self.gcs_prefix}"
         return f"{self.local_dir}/ledger"
-
-
-def validate_base_url(url: str) -> None:
-    """The key travels in a header: refuse plain http anywhere but loopback."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise SettingsError(f"HATCH_API_BASE_URL={url!r} is not an http(s) URL")
-    if parts.scheme == "http" and parts.hostname not in LOOPBACK_HOSTS:
-        raise SettingsError(
-            f"HATCH_API_BASE_URL must use https unless the host is loopback (got host {parts.hostname!r}); "
-            "the API key would otherwise travel in clear text"
-        )
 
 
 def _optional_number(name: str, raw: str | None) -> float | None:

@@ -23,9 +23,10 @@ from google.cloud import bigquery
 from google.cloud.storage import Client as StorageClient
 
 from hatch_pipeline.contract import DataSource, ExportWindow, OutputFormat, parse_day
-from hatch_pipeline.defs.assets import bigquery_key, build_source_assets, parquet_key, raw_key
-from hatch_pipeline.defs.automation import daily_partitions, range_tags
+from hatch_pipeline.defs.assets import build_source_assets
 from hatch_pipeline.defs.checks import build_source_checks
+from hatch_pipeline.defs.constants import bigquery_key, parquet_key, raw_key
+from hatch_pipeline.defs.partitions import daily_partitions, range_tags
 from hatch_pipeline.defs.resources import HatchExportResource, HatchStorageResource
 from hatch_pipeline.local.demo import PROJECT_ROOT
 from hatch_pipeline.local.resources import EmulatorBigQueryResource

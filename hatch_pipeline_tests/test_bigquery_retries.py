@@ -18,7 +18,8 @@ import dagster as dg
 import pytest
 
 from hatch_pipeline.contract import ExportWindow
-from hatch_pipeline.defs.assets import BIGQUERY_RETRY_POLICY, bigquery_key
+from hatch_pipeline.defs.assets import BIGQUERY_RETRY_POLICY
+from hatch_pipeline.defs.constants import bigquery_key
 from hatch_pipeline.defs.resources import HatchStorageResource
 from hatch_pipeline.stages.bigquery import LOAD_ATTEMPTS
 from hatch_pipeline.stages.parquet import build_parquet

@@ -10,7 +10,7 @@ from datetime import timedelta
 import dagster as dg
 from google.cloud.storage import Client as StorageClient
 
-from hatch_pipeline.defs.assets import REFETCH_TAG
+from hatch_pipeline.defs.constants import REFETCH_TAG
 from hatch_pipeline.storage.manifests import parse_manifest_key
 from hatch_pipeline_tests.pipeline_fixtures import (
     ROWS_PER_DAY,

@@ -19,7 +19,7 @@ from dagster._daemon.monitoring import execute_concurrency_slots_iteration
 from dagster._time import get_current_datetime
 from dagster_shared.yaml_utils import safe_load_yaml
 
-from hatch_pipeline.defs.assets import API_POOL
+from hatch_pipeline.defs.constants import API_POOL
 from hatch_pipeline.local.demo import PROJECT_ROOT
 from hatch_pipeline_tests import killed_worker
 

@@ -60,5 +60,21 @@ def test_no_module_uses_a_private_name_of_another() -> None:
     assert found == []
 
 
+def test_the_vendor_side_imports_only_the_contract() -> None:
+    """export_api/ talks to the vendor: of the project it imports the contract and itself (README, Layout), so the
+    settings, the stages and Dagster can change without it."""
+    package = Path(hatch_pipeline.__file__).parent
+    found = [
+        f"{path.relative_to(package)}:{node.lineno} imports {node.module}"
+        for path in sorted((package / "export_api").rglob("*.py"))
+        for node in ast.walk(ast.parse(path.read_text(), str(path)))
+        if isinstance(node, ast.ImportFrom)
+        and (node.module or "").startswith("hatch_pipeline")
+        and node.module != "hatch_pipeline.contract"
+        and not (node.module or "").startswith("hatch_pipeline.export_api")
+    ]
+    assert found == []
+
+
 def _private(name: str) -> bool:
     return name.startswith("_") and not name.endswith("__")

@@ -15,8 +15,8 @@ from google.cloud import bigquery
 from google.cloud.storage import Client as StorageClient
 
 from hatch_pipeline.contract import DataSource, ExportWindow, OutputFormat, earliest_allowed_day
-from hatch_pipeline.defs.assets import ACCEPT_SHRINK_TAG, REFETCH_TAG
 from hatch_pipeline.defs.checks import COLUMNS_MATCH_SCHEMA, YESTERDAY_LANDED
+from hatch_pipeline.defs.constants import ACCEPT_SHRINK_TAG, REFETCH_TAG
 from hatch_pipeline.defs.resources import HatchExportResource, HatchStorageResource
 from hatch_pipeline.export_api.client import HatchExportClient
 from hatch_pipeline.export_api.ledger import organization_key
@@ -50,7 +50,7 @@ def test_one_day_lands_in_bigquery_with_reconciled_counts(pipeline: Pipeline) ->
         (source, YESTERDAY.isoformat(), YESTERDAY.isoformat(), 200) for source in SOURCES
     ]
     # Every check ran and passed; yesterday_landed depends on the hour (before HATCH_FRESH_BY the day before
-    # yesterday is due), so test_checks.py judges it on an injected clock.
+    # yesterday is due), so defs/test_checks.py judges it on an injected clock.
     checks = result.get_asset_check_evaluations()
     assert len(checks) == 7 * len(SOURCES)
     assert [(c.asset_key, c.check_name) for c in checks if not c.passed and c.check_name != YESTERDAY_LANDED] == []

@@ -26,8 +26,7 @@ from dagster_shared.yaml_utils import safe_load_yaml
 from google.cloud.storage import Client as StorageClient
 
 from hatch_pipeline.contract import DATA_SOURCES, DataSource
-from hatch_pipeline.defs.assets import bigquery_key, bigquery_pool, parquet_key, raw_key
-from hatch_pipeline.defs.automation import DAILY_JOB_NAME
+from hatch_pipeline.defs.constants import DAILY_JOB_NAME, bigquery_key, bigquery_pool, parquet_key, raw_key
 from hatch_pipeline.local.processes import venv_executable
 from hatch_pipeline.local.sandbox.data import DEFAULT_API_KEY
 from hatch_pipeline.local.sandbox.server import Fault, SandboxServer

@@ -12,9 +12,10 @@ import dagster as dg
 import pytest
 
 from hatch_pipeline.contract import ExportWindow
-from hatch_pipeline.defs.assets import ACCEPT_SHRINK_TAG, REFETCH_TAG, build_source_assets
-from hatch_pipeline.defs.automation import daily_partitions, range_tags
+from hatch_pipeline.defs.assets import build_source_assets
 from hatch_pipeline.defs.checks import REFETCH_NOT_SHRUNK, ROWS_MATCH_RAW
+from hatch_pipeline.defs.constants import ACCEPT_SHRINK_TAG, REFETCH_TAG
+from hatch_pipeline.defs.partitions import daily_partitions, range_tags
 from hatch_pipeline.local.sandbox.server import Fault
 from hatch_pipeline_tests.pipeline_fixtures import (
     DEFAULT_SETTINGS,

@@ -9,8 +9,11 @@ import dagster as dg
 
 from hatch_pipeline.contract import DATA_SOURCES
 from hatch_pipeline.defs.assets import build_source_assets
-from hatch_pipeline.defs.automation import automation_sensor, daily_job, daily_partitions, daily_schedule
-from hatch_pipeline.defs.checks import build_source_checks, checks_job, checks_schedule
+from hatch_pipeline.defs.automation import automation_sensor
+from hatch_pipeline.defs.checks import build_source_checks
+from hatch_pipeline.defs.jobs import checks_job, daily_job
+from hatch_pipeline.defs.partitions import daily_partitions
+from hatch_pipeline.defs.schedules import checks_schedule, daily_schedule
 from hatch_pipeline.defs.sensors import catch_up_sensor
 from hatch_pipeline.settings import Settings
 

@@ -16,7 +16,18 @@ from dagster import AssetExecutionContext
 from pydantic import Field
 
 from hatch_pipeline.contract import DataSource, ExportWindow, contiguous_windows
-from hatch_pipeline.defs.conditions import FOLLOWS_UPSTREAM
+from hatch_pipeline.defs.automation import FOLLOWS_UPSTREAM
+from hatch_pipeline.defs.constants import (
+    ACCEPT_SHRINK_TAG,
+    API_POOL,
+    GROUP,
+    OWNERS,
+    REFETCH_TAG,
+    bigquery_key,
+    bigquery_pool,
+    parquet_key,
+    raw_key,
+)
 from hatch_pipeline.defs.resources import HatchBigQueryResource, HatchExportResource, HatchStorageResource
 from hatch_pipeline.schemas import SCHEMAS
 from hatch_pipeline.stages.bigquery import load_bigquery, table_spec
@@ -25,8 +36,6 @@ from hatch_pipeline.stages.parquet import build_parquet
 from hatch_pipeline.stages.raw import ExportsPaused, land_raw
 from hatch_pipeline.warehouse import is_transient
 
-API_POOL: Final = "hatch_export_api"
-"""Steps that call the vendor API share this pool; its limit of one (dagster.yaml) keeps them in single file."""
 BIGQUERY_RETRY_POLICY: Final = dg.RetryPolicy(
     max_retries=3, delay=20, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
 )
@@ -38,39 +47,6 @@ up to 10 minutes before an error gets here; a transaction aborted by a concurren
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
-GROUP: Final = "hatch"
-OWNERS: Final = ["team:data-engineering"]
-
-
-def bigquery_pool(source: DataSource) -> str:
-    """The pool of the steps that write `source`'s table: with a limit of one (dagster.yaml), two runs never
-    replace days in one table at the same time (BigQuery aborts one of two concurrent transactions on a table),
-    while the two sources' tables load in parallel."""
-    return f"hatch_bigquery_{source}"
-
-
-def raw_key(source: DataSource) -> dg.AssetKey:
-    return dg.AssetKey(["hatch", "raw", source])
-
-
-def parquet_key(source: DataSource) -> dg.AssetKey:
-    return dg.AssetKey(["hatch", "parquet", source])
-
-
-def bigquery_key(source: DataSource) -> dg.AssetKey:
-    return dg.AssetKey(["hatch", "bigquery", source])
-
-
-def source_keys(sources: Sequence[DataSource]) -> list[dg.AssetKey]:
-    """Every asset key of `sources`, stage by stage: what a run of those sources' whole pipeline selects."""
-    return [make(source) for make in (raw_key, parquet_key, bigquery_key) for source in sources]
-
-
-REFETCH_TAG: Final = "hatch/refetch"
-"""A run tag (`true`) that makes the raw assets export the run's days again, e.g. on a UI backfill."""
-ACCEPT_SHRINK_TAG: Final = "hatch/accept_shrink"
-"""A run tag (`true`) that lets the Parquet assets publish a newer export far smaller than what is landed
-(stages.SHRINK_LIMIT), e.g. when rows really were deleted at Hatch; without it the landed rows are kept."""
 REFETCH_HELP: Final = (
     f"Stored days are never exported again. To refetch, launch the range with the run tag {REFETCH_TAG}=true "
     "(UI backfills take tags too) or with run config ops: {<raw asset op>: {config: {refetch: true}}}."

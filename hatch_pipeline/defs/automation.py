@@ -1,92 +1,53 @@
-"""Partitions, the daily job and its schedule (each morning one range run refetches the last days, unattended), and
-the automation sensor that carries a raw materialization on to Parquet and BigQuery."""
+"""Automation: the conditions under which Dagster materializes an asset without anyone clicking, and the sensor
+that evaluates them (`hatch_automation`).
+
+Only the Parquet and BigQuery assets carry a condition, so that a raw materialization from the UI (any day or
+range) ends in BigQuery on its own. The raw asset never does: an export spends the vendor's daily quota, so only
+people, the daily schedule and the catch-up sensor ask for it.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
 from typing import Final
 
 import dagster as dg
 
-from hatch_pipeline.contract import DATA_SOURCES, ExportWindow
-from hatch_pipeline.defs.assets import GROUP, REFETCH_TAG, source_keys
-from hatch_pipeline.settings import Settings, SettingsError
+from hatch_pipeline.defs.constants import AUTOMATION_SENSOR_NAME, GROUP
 
-PARTITION_RANGE_START_TAG: Final = "dagster/asset_partition_range_start"
-PARTITION_RANGE_END_TAG: Final = "dagster/asset_partition_range_end"
-"""Dagster's run tags for a partition range materialized as one run (its own constants are private)."""
-SCHEDULE_NAME: Final = "hatch_daily_schedule"
-AUTOMATION_SENSOR_NAME: Final = "hatch_automation"
-DAILY_JOB_NAME: Final = "hatch_daily"
+UPSTREAM_CHECKS_PASSED_OR_RERUN: Final = dg.AutomationCondition.all_deps_match(
+    dg.AutomationCondition.all_checks_match(dg.AutomationCondition.check_passed(), blocking_only=True)
+    | dg.AutomationCondition.will_be_requested()
+).with_label("upstream_checks_passed_or_rerun")
+"""Each upstream asset's blocking checks passed, or the upstream asset is requested on this tick too: its checks
+then run in the same run, where a failed blocking check stops this asset's step. (Dagster's
+`all_deps_blocking_checks_passed()` would wait for a check that only that run will execute, so a raw-only run
+would reach BigQuery in two hops.)"""
 
+FOLLOWS_UPSTREAM: Final = (
+    dg.AutomationCondition.any_deps_updated().since_last_handled()
+    & ~dg.AutomationCondition.any_deps_missing()
+    & ~dg.AutomationCondition.any_deps_in_progress()
+    & ~dg.AutomationCondition.in_progress()
+    & UPSTREAM_CHECKS_PASSED_OR_RERUN
+).with_label("follows_upstream")
+"""Materialize a partition after its upstream partition was materialized by a run that did not include this
+asset, once nothing upstream is missing, running or failing a blocking check, and no run or backfill already
+covers it.
 
-def daily_partitions(settings: Settings) -> dg.DailyPartitionsDefinition:
-    """One partition per day in HATCH_TIMEZONE from a fixed first day (HATCH_FIRST_PARTITION), the newest being
-    yesterday (the newest day the vendor serves). Nothing here reads the clock: a reload never drops landed days."""
-    return dg.DailyPartitionsDefinition(
-        start_date=settings.first_partition_day.isoformat(), timezone=settings.timezone, end_offset=0
-    )
-
-
-def daily_job() -> dg.UnresolvedAssetJobDefinition:
-    return dg.define_asset_job(
-        DAILY_JOB_NAME,
-        selection=dg.AssetSelection.groups(GROUP),
-        description="Every hatch asset of one day (or a range): export, Parquet, BigQuery.",
-    )
-
-
-def lookback_window(tick: datetime, settings: Settings) -> ExportWindow | None:
-    """The days a tick refetches: yesterday (in HATCH_TIMEZONE) and HATCH_LOOKBACK_DAYS days before it, never
-    before the first partition; None when yesterday itself precedes it."""
-    yesterday = tick.astimezone(settings.zone).date() - timedelta(days=1)
-    start = max(yesterday - timedelta(days=settings.lookback_days), settings.first_partition_day)
-    return ExportWindow(start, yesterday) if start <= yesterday else None
-
-
-def range_tags(window: ExportWindow) -> dict[str, str]:
-    """The tags that make one run materialize the window's partitions together."""
-    return {PARTITION_RANGE_START_TAG: window.start.isoformat(), PARTITION_RANGE_END_TAG: window.end.isoformat()}
-
-
-def daily_schedule(settings: Settings, job: dg.UnresolvedAssetJobDefinition) -> dg.ScheduleDefinition:
-    """At HATCH_SCHEDULE_CRON in HATCH_TIMEZONE, one range run refetches the lookback window of every hatch asset
-    (normally one export per source). On by default, since daily arrival is the point."""
-
-    def hatch_daily_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
-        tick = context.scheduled_execution_time
-        window = lookback_window(tick, settings)
-        if window is None:
-            return dg.SkipReason(f"yesterday precedes the first partition {settings.first_partition_day}")
-        return dg.RunRequest(
-            run_key=f"{SCHEDULE_NAME}:{tick.isoformat()}",
-            asset_selection=source_keys(DATA_SOURCES),
-            tags={**range_tags(window), REFETCH_TAG: "true"},
-        )
-
-    try:
-        return dg.ScheduleDefinition(
-            name=SCHEDULE_NAME,
-            cron_schedule=settings.schedule_cron,
-            execution_timezone=settings.timezone,
-            job=job,
-            execution_fn=hatch_daily_schedule,
-            default_status=dg.DefaultScheduleStatus.RUNNING,
-            description=(
-                f"Refetches yesterday and the {settings.lookback_days} day(s) before it as one range run "
-                f"(run tag {REFETCH_TAG}=true): late corrections by the vendor replace what was landed."
-            ),
-        )
-    except dg.DagsterInvalidDefinitionError as error:
-        raise SettingsError(
-            f"HATCH_SCHEDULE_CRON={settings.schedule_cron!r} is not a valid cron string ({error}); use e.g. '0 6 * * *'"
-        ) from None
+Like `AutomationCondition.eager()` without its `in_latest_time_window()` (which would follow only yesterday, not an
+older day or a range picked in the UI) and without `newly_missing()` (a new day is the schedule's job). Runs that
+already select this asset (the daily schedule, the catch-up sensor, a whole-pipeline backfill) trigger nothing:
+`any_deps_updated()` ignores upstream updates by runs that also targeted this asset, and `in_progress()` holds while
+they run. Turning the sensor on requests nothing for the past: its first evaluation only records where it starts.
+When such a run fails after its raw step stored days, the catch-up sensor (sensors.py) builds them: it sees the
+failed partitions this condition cannot tell from a failure worth not repeating.
+"""
 
 
 def automation_sensor() -> dg.AutomationConditionSensorDefinition:
-    """Evaluates the hatch assets' automation conditions (conditions.py) every 30 s; on by default, since Dagster's
-    own automation sensor starts stopped. A tick that requests several days becomes a backfill (emit_backfills),
-    which follows the assets' BackfillPolicy.single_run(): one run per contiguous range, as a UI backfill does."""
+    """Evaluates the hatch assets' automation conditions every 30 s; on by default, since Dagster's own automation
+    sensor starts stopped. A tick that requests several days becomes a backfill (emit_backfills), which follows the
+    assets' BackfillPolicy.single_run(): one run per contiguous range, as a UI backfill does."""
     return dg.AutomationConditionSensorDefinition(
         AUTOMATION_SENSOR_NAME,
         target=dg.AssetSelection.groups(GROUP),

@@ -1,4 +1,4 @@
-"""Asset checks that can fail, and the schedule that runs them every morning without anyone clicking.
+"""Asset checks that can fail (their job and schedule are in jobs.py and schedules.py).
 
 Per source: on hatch/parquet/S, `rows_match_raw` (blocking: a failure stops the BigQuery load of the run),
 `refetch_not_shrunk`, `columns_match_schema` and `rows_inside_export_window` (the last two warnings); on
@@ -18,8 +18,8 @@ from typing import Any, Final
 import dagster as dg
 from dagster import AssetCheckExecutionContext
 
-from hatch_pipeline.contract import DATA_SOURCES, DataSource
-from hatch_pipeline.defs.assets import ACCEPT_SHRINK_TAG, REFETCH_TAG, bigquery_key, parquet_key, source_keys
+from hatch_pipeline.contract import DataSource
+from hatch_pipeline.defs.constants import ACCEPT_SHRINK_TAG, AS_OF_TAG, REFETCH_TAG, bigquery_key, parquet_key
 from hatch_pipeline.defs.resources import HatchBigQueryResource, HatchStorageResource
 from hatch_pipeline.quality import (
     Finding,
@@ -48,11 +48,6 @@ ROWS_INSIDE_EXPORT_WINDOW: Final = "rows_inside_export_window"
 ROWS_MATCH_PARQUET: Final = "rows_match_parquet"
 ONE_ROW_PER_ID: Final = "one_row_per_id"
 YESTERDAY_LANDED: Final = "yesterday_landed"
-
-AS_OF_TAG: Final = "hatch/as_of"
-"""Run tag (ISO-8601 instant) that `yesterday_landed` judges at instead of the clock: the schedule sets its tick."""
-CHECKS_JOB_NAME: Final = "hatch_checks"
-CHECKS_SCHEDULE_NAME: Final = "hatch_checks_schedule"
 
 _ERROR: Final = dg.AssetCheckSeverity.ERROR
 _WARN: Final = dg.AssetCheckSeverity.WARN
@@ -280,6 +275,9 @@ def _table_checks(source: DataSource) -> dg.AssetChecksDefinition:
 
 
 def _yesterday_landed(source: DataSource, settings: Settings) -> dg.AssetChecksDefinition:
+    """Not dagster's build_time_partition_freshness_checks (freshness_checks/time_partition.py, 1.13), though it too
+    judges per partition: it and its sensor warn SupersessionWarning at each load, it judges at the wall clock (not
+    the schedule's tick, AS_OF_TAG), raises CheckError before the first partition, and names the day only in text."""
     asset = bigquery_key(source)
     fresh_by, zone = settings.fresh_by_time, settings.zone
 
@@ -361,35 +359,4 @@ def _day_result(
             **({"days_checked": checked} if checked is not None else {}),
             **(extra or {}),
         },
-    )
-
-
-def checks_job() -> "dg.UnresolvedAssetJobDefinition":
-    return dg.define_asset_job(
-        CHECKS_JOB_NAME,
-        selection=dg.AssetSelection.checks_for_assets(*source_keys(DATA_SOURCES)),
-        description="Every check of every hatch asset, over every stored day, materializing nothing.",
-    )
-
-
-def checks_schedule(settings: Settings, job: "dg.UnresolvedAssetJobDefinition") -> dg.ScheduleDefinition:
-    """At HATCH_FRESH_BY in HATCH_TIMEZONE, one run of every check, judging freshness at the tick. On by default:
-    a missing yesterday or a tampered table turns red without anyone clicking."""
-    fresh_by = settings.fresh_by_time
-
-    def hatch_checks_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
-        tick = context.scheduled_execution_time or datetime.now(UTC)
-        return dg.RunRequest(run_key=f"{CHECKS_SCHEDULE_NAME}:{tick.isoformat()}", tags={AS_OF_TAG: tick.isoformat()})
-
-    return dg.ScheduleDefinition(
-        name=CHECKS_SCHEDULE_NAME,
-        cron_schedule=f"{fresh_by.minute} {fresh_by.hour} * * *",
-        execution_timezone=settings.timezone,
-        job=job,
-        execution_fn=hatch_checks_schedule,
-        default_status=dg.DefaultScheduleStatus.RUNNING,
-        description=(
-            f"Runs every hatch check at {settings.fresh_by} {settings.timezone} (HATCH_FRESH_BY): whether "
-            "yesterday landed, and the reconciliation of every stored day."
-        ),
     )

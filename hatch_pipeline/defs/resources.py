@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 import dagster as dg
 from dagster_gcp import BigQueryResource, GCSResource
 from google.cloud import storage
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 
 from hatch_pipeline.contract import OutputFormat
 from hatch_pipeline.export_api.client import ExportRetry, HatchExportClient
@@ -23,6 +23,16 @@ from hatch_pipeline.settings import DEFAULT_API_BASE_URL, Settings
 from hatch_pipeline.storage.store import ObjectStore
 
 _DEFAULTS: Final = Settings()
+_FROM_SETTINGS: Final = {
+    "base_url": "api_base_url",
+    "output_format": "output_format",
+    "min_export_interval_seconds": "min_export_interval_seconds",
+    "export_guard_seconds": "export_guard_seconds",
+    "max_exports_per_day": "max_exports_per_day",
+    "max_payload_bytes": "max_payload_bytes",
+}
+"""The export resource's fields that are HATCH_* settings, by the Settings attribute each one is: the one mapping
+both ways (`export_resource` reads the settings; `_settings` checks the fields by the same rules)."""
 
 
 class HatchExportResource(dg.ConfigurableResource["HatchExportResource"]):
@@ -94,8 +104,16 @@ class HatchExportResource(dg.ConfigurableResource["HatchExportResource"]):
         ),
     )
 
+    _ledger: RateLedger | None = PrivateAttr(default=None)
+
     def ledger(self) -> RateLedger:
-        """The rate ledger of this key's organization, in the configured store."""
+        """The rate ledger of this key's organization, in the configured store; built once per resource, so a
+        step's client and stages share one ledger and one storage client."""
+        if self._ledger is None:
+            self._ledger = self._new_ledger()
+        return self._ledger
+
+    def _new_ledger(self) -> RateLedger:
         self._settings().validate()
         return RateLedger(
             self._ledger_store(),
@@ -124,15 +142,8 @@ class HatchExportResource(dg.ConfigurableResource["HatchExportResource"]):
             yield client
 
     def _settings(self) -> Settings:
-        """The same rules as the HATCH_* variables, so a bad value fails with the variable's name and the fix."""
-        return Settings(
-            api_base_url=self.base_url,
-            output_format=self.output_format,
-            min_export_interval_seconds=self.min_export_interval_seconds,
-            export_guard_seconds=self.export_guard_seconds,
-            max_exports_per_day=self.max_exports_per_day,
-            max_payload_bytes=self.max_payload_bytes,
-        )
+        """These fields as the HATCH_* settings they are, so a bad value fails with the variable's name and the fix."""
+        return Settings(**{name: getattr(self, field) for field, name in _FROM_SETTINGS.items()})
 
     def _ledger_store(self) -> LedgerStore:
         if not self.ledger_url.startswith("gs://"):
@@ -149,12 +160,7 @@ def export_resource(settings: Settings, api_key: str | dg.EnvVar) -> HatchExport
     return HatchExportResource(
         api_key=api_key,
         ledger_url=settings.ledger_url,
-        base_url=settings.api_base_url,
-        output_format=settings.output_format,
-        min_export_interval_seconds=settings.min_export_interval_seconds,
-        export_guard_seconds=settings.export_guard_seconds,
-        max_exports_per_day=settings.max_exports_per_day,
-        max_payload_bytes=settings.max_payload_bytes,
+        **{field: getattr(settings, name) for field, name in _FROM_SETTINGS.items()},
     )
 
 

@@ -16,25 +16,27 @@ import dagster as dg
 
 from hatch_pipeline.catch_up import catch_up_window, plan_catch_up
 from hatch_pipeline.contract import DATA_SOURCES, DataSource, ExportWindow, latest_allowed_day
-from hatch_pipeline.defs.assets import bigquery_key, parquet_key, raw_key, source_keys
-from hatch_pipeline.defs.automation import (
+from hatch_pipeline.defs.constants import (
     DAILY_JOB_NAME,
     PARTITION_RANGE_END_TAG,
     PARTITION_RANGE_START_TAG,
+    PARTITION_TAG,
+    RUN_KEY_TAG,
     SCHEDULE_NAME,
-    range_tags,
+    SCHEDULE_NAME_TAG,
+    SENSOR_NAME,
+    SENSOR_NAME_TAG,
+    bigquery_key,
+    parquet_key,
+    raw_key,
+    source_keys,
 )
+from hatch_pipeline.defs.partitions import range_tags
 from hatch_pipeline.defs.resources import HatchExportResource
 from hatch_pipeline.settings import Settings
 
-SENSOR_NAME: Final = "hatch_catch_up"
 INTERVAL_SECONDS: Final = 15 * 60
 """A missed day waits at most this long; each evaluation costs a few instance queries and one ledger read."""
-PARTITION_TAG: Final = "dagster/partition"
-RUN_KEY_TAG: Final = "dagster/run_key"
-SENSOR_NAME_TAG: Final = "dagster/sensor_name"
-SCHEDULE_NAME_TAG: Final = "dagster/schedule_name"
-"""Tags Dagster sets on runs (its own constants are private)."""
 ACTIVE: Final = [
     dg.DagsterRunStatus.NOT_STARTED,
     dg.DagsterRunStatus.QUEUED,

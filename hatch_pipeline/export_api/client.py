@@ -26,7 +26,6 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from types import TracebackType
 from typing import Final, Self, cast, overload
-from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -38,6 +37,7 @@ from hatch_pipeline.contract import (
     OutputFormat,
     contract_violations,
 )
+from hatch_pipeline.export_api.base_url import is_loopback, validate_base_url
 from hatch_pipeline.export_api.errors import (
     AuthenticationFailed,
     CorruptExport,
@@ -48,7 +48,6 @@ from hatch_pipeline.export_api.errors import (
     RateLimited,
 )
 from hatch_pipeline.export_api.ledger import Admission, Decide, RateLedger, new_owner
-from hatch_pipeline.settings import LOOPBACK_HOSTS, validate_base_url
 
 _LOG = logging.getLogger(__name__)
 
@@ -201,7 +200,7 @@ class HatchExportClient:
             transport=transport,
             # Loopback never needs a proxy, and an HTTP_PROXY would receive the key in clear text over plain http.
             # Remote https keeps the environment's proxy and CA settings: CONNECT tunnels keep the header encrypted.
-            trust_env=urlsplit(base_url).hostname not in LOOPBACK_HOSTS,
+            trust_env=not is_loopback(base_url),
         )
 
     def __repr__(self) -> str:

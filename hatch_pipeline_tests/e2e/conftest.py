@@ -22,7 +22,7 @@ from google.cloud import bigquery
 from google.cloud.storage import Client as StorageClient
 
 from hatch_pipeline.contract import ExportWindow
-from hatch_pipeline.defs.sensors import SENSOR_NAME
+from hatch_pipeline.defs.constants import SENSOR_NAME
 from hatch_pipeline.local.dagster_dev import LOCAL_DEFINITIONS, DagsterWebserver, running_dagster
 from hatch_pipeline.local.processes import venv_executable
 from hatch_pipeline.local.sandbox.data import SandboxConfig

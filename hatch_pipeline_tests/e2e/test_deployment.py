@@ -12,16 +12,24 @@ import polars as pl
 import pytest
 from google.cloud import bigquery
 
-from hatch_pipeline.defs.assets import GROUP, REFETCH_TAG, bigquery_key, parquet_key, raw_key
-from hatch_pipeline.defs.automation import (
+from hatch_pipeline.defs.checks import ROWS_MATCH_PARQUET
+from hatch_pipeline.defs.constants import (
     AUTOMATION_SENSOR_NAME,
+    CHECKS_JOB_NAME,
+    CHECKS_SCHEDULE_NAME,
+    GROUP,
     PARTITION_RANGE_END_TAG,
     PARTITION_RANGE_START_TAG,
+    PARTITION_TAG,
+    REFETCH_TAG,
     SCHEDULE_NAME,
+    SENSOR_NAME,
+    SENSOR_NAME_TAG,
+    bigquery_key,
+    parquet_key,
+    raw_key,
 )
-from hatch_pipeline.defs.checks import CHECKS_JOB_NAME, CHECKS_SCHEDULE_NAME, ROWS_MATCH_PARQUET
 from hatch_pipeline.defs.resources import HatchExportResource
-from hatch_pipeline.defs.sensors import PARTITION_TAG, SENSOR_NAME, SENSOR_NAME_TAG
 from hatch_pipeline.export_api.ledger import RateLedger
 from hatch_pipeline.local.sandbox.data import DEFAULT_API_KEY, rows_on_day
 from hatch_pipeline.schemas import SCHEMAS

@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from hatch_pipeline.contract import ExportWindow
+from hatch_pipeline.export_api.base_url import InvalidBaseUrl
 from hatch_pipeline.export_api.client import (
     EmptyExport,
     ExportedFile,
@@ -36,7 +37,6 @@ from hatch_pipeline.export_api.errors import (
 from hatch_pipeline.export_api.ledger import Claim, LocalLedgerStore, RateLedger, organization_key
 from hatch_pipeline.local.processes import free_port
 from hatch_pipeline.local.sandbox.server import AccessRecord, Fault, SandboxServer
-from hatch_pipeline.settings import SettingsError
 from hatch_pipeline_tests.export_api.test_ledger import stored_claims
 
 KEY = "sk-test-5b9f1c2e-client-secret"
@@ -481,7 +481,7 @@ def test_a_key_that_cannot_travel_in_a_header_is_refused_without_echoing_it(ledg
 
 @pytest.mark.parametrize("url", ["http://bulk-export-api.example.com/api/v1", "ftp://127.0.0.1/api/v1"])
 def test_a_base_url_that_would_expose_the_key_is_refused(ledger: RateLedger, url: str) -> None:
-    with pytest.raises(SettingsError, match="HATCH_API_BASE_URL"):
+    with pytest.raises(InvalidBaseUrl, match="HATCH_API_BASE_URL"):
         HatchExportClient(api_key=KEY, base_url=url, ledger=ledger)
 
 

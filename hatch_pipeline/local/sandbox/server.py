@@ -2,10 +2,11 @@
 
 The demo, the tests and the benchmarks talk to it instead of the vendor, over real connections, so the client's
 HTTP handling (statuses, headers, streaming, broken bodies) is exercised for real. Faults the vendor may produce
-can be injected one request at a time.
+can be injected one request at a time, or scheduled at chosen request numbers.
 
 Handling order of `GET /api/v1/export-data`: authentication (401) -> parameter and contract validation (400) ->
-the next injected fault, if any -> rate limits (429) -> the export (200, 204 or 413).
+the fault scheduled at this request's number, else the next injected fault, if any: a fault that takes over
+answers now (after its delay) -> rate limits (429) -> a slow fault's delay -> the export (200, 204 or 413).
 """
 
 from __future__ import annotations
@@ -16,13 +17,15 @@ import logging
 import math
 import os
 import shutil
+import socket
+import struct
 import tempfile
 import threading
 import time
 import zipfile
 from collections import OrderedDict, deque
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -51,6 +54,8 @@ _POLL_SECONDS: Final = 0.05
 """How often the serving thread looks for a stop request: stop() returns within this."""
 _CORRUPT_BODY: Final = b"PK\x03\x04" + b"this is not a zip archive; the transfer was garbled\n" * 64
 """Starts like a ZIP (so a magic-number sniff passes) but has no central directory."""
+_ABORT_ON_CLOSE: Final = struct.pack("ii", 1, 0)
+"""SO_LINGER on, for 0 seconds: close() sends an RST and drops what is unsent."""
 
 DEFAULT_CONFIG: Final = SandboxConfig()
 
@@ -59,13 +64,15 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Fault:
-    """One injected misbehaviour, applied to the next authenticated, valid export request.
+    """One injected misbehaviour, applied to one authenticated, valid export request.
 
     Fault(status=500): that status with a JSON error body (Retry-After sent when `retry_after` is set).
     Fault(slow=2.0): wait that many seconds, then answer normally (the answer counts as usual).
     Fault(cut=0.5): 200 with the full Content-Length, then only that fraction of the ZIP, then close.
     Fault(corrupt=True): 200 application/zip whose body is not a ZIP.
-    `slow` combines with the others; status, cut and corrupt exclude each other.
+    Fault(reset=0): the connection is reset (TCP RST) before any answer; the access record's status is 0.
+    Fault(reset=0.5): 200 with the full Content-Length, that fraction of the ZIP, then a reset (not a clean close).
+    `slow` combines with the others; status, cut, corrupt and reset exclude each other.
     """
 
     status: int | None = None
@@ -74,25 +81,30 @@ class Fault:
     slow: float = 0.0
     cut: float | None = None
     corrupt: bool = False
+    reset: float | None = None
 
     def __post_init__(self) -> None:
-        if sum((self.status is not None, self.cut is not None, self.corrupt)) > 1:
-            raise ValueError("a Fault takes at most one of status, cut and corrupt; inject several faults instead")
+        if sum((self.status is not None, self.cut is not None, self.corrupt, self.reset is not None)) > 1:
+            raise ValueError(
+                "a Fault takes at most one of status, cut, corrupt and reset; inject several faults instead"
+            )
         if self.status is not None and not 100 <= self.status <= 599:
             raise ValueError(f"status {self.status} is not an HTTP status code (100-599)")
         if self.cut is not None and not 0 <= self.cut < 1:
             raise ValueError(f"cut {self.cut} must be a fraction of the body in [0, 1)")
+        if self.reset is not None and not 0 <= self.reset < 1:
+            raise ValueError(f"reset {self.reset} must be a fraction of the body in [0, 1) (0: before any answer)")
         if self.slow < 0:
             raise ValueError(f"slow {self.slow} must be zero or more seconds")
         if self.retry_after is not None and self.status is None:
             raise ValueError("retry_after only applies to a Fault with a status")
         if not (self.slow or self.takes_over):
-            raise ValueError("an empty Fault does nothing; set status, slow, cut or corrupt")
+            raise ValueError("an empty Fault does nothing; set status, slow, cut, corrupt or reset")
 
     @property
     def takes_over(self) -> bool:
         """Whether the fault replaces the normal answer (a slow fault only delays it)."""
-        return self.status is not None or self.cut is not None or self.corrupt
+        return self.status is not None or self.cut is not None or self.corrupt or self.reset is not None
 
     def __str__(self) -> str:
         parts = [f"slow {self.slow:g}s"] if self.slow else []
@@ -102,12 +114,18 @@ class Fault:
             parts.append(f"cut {self.cut:g}")
         if self.corrupt:
             parts.append("corrupt")
+        if self.reset is not None:
+            parts.append(f"reset {self.reset:g}")
         return ", ".join(parts)
 
 
 @dataclass(frozen=True)
 class AccessRecord:
-    """One request as the server saw it. Parameters are the raw strings sent; the key is never kept."""
+    """One request as the server saw it. Parameters are the raw strings sent; the key is never kept.
+
+    `status` is the status sent, or 0 when the connection was reset before any answer; `fault` is the injected
+    fault that handled the request (str(Fault)), None for a request answered on its own merits.
+    """
 
     at: datetime
     organization_id: str | None
@@ -182,7 +200,8 @@ class ExportCounter:
 
     Counting rule: a request that passed authentication and validation and is answered 200, 204 or 413 counts as
     an export (it is admitted here before the answer is built, and only those answers follow admission). Requests
-    answered 400, 401 or 429, and requests taken over by an injected fault (status, cut, corrupt), do not count.
+    answered 400, 401 or 429, and requests taken over by an injected fault (status, cut, corrupt, reset), do not
+    count.
     A slow fault only delays the request, which then counts like any other.
     """
 
@@ -300,6 +319,9 @@ class SandboxServer:
         self._host = host
         self._port = port
         self._faults: deque[Fault] = deque()
+        self._scheduled: dict[int, Fault] = {}
+        self._valid_requests = 0
+        """Authenticated, valid export requests received so far: the numbers `inject_at` schedules by."""
         self._log: list[AccessRecord] = []
         self._lock = threading.Lock()
         self._counter = ExportCounter()
@@ -361,9 +383,26 @@ class SandboxServer:
             self._log.clear()
 
     def inject(self, *faults: Fault) -> None:
-        """Queue faults; each takes over the next authenticated, valid export request, in order."""
+        """Queue faults; each takes over the next authenticated, valid export request, in order (skipping requests
+        that `inject_at` scheduled a fault for)."""
         with self._lock:
             self._faults.extend(faults)
+
+    def inject_at(self, faults: Mapping[int, Fault]) -> None:
+        """Schedule faults by request number: {3: Fault(status=500)} takes over the third authenticated, valid
+        export request this server receives (counted from its start, 1 being the first), whatever came before."""
+        with self._lock:
+            for number in faults:
+                if number <= self._valid_requests:
+                    raise ValueError(
+                        f"request {number} cannot get a fault: {self._valid_requests} request(s) have arrived "
+                        "already; schedule faults before the requests they target (numbers start at 1)"
+                    )
+                if number in self._scheduled:
+                    raise ValueError(
+                        f"request {number} already has a fault ({self._scheduled[number]}); combine them in one Fault"
+                    )
+            self._scheduled.update(faults)
 
     def _handle(self, path: str, query: Mapping[str, list[str]], authorization: str | None) -> _Answer:
         """Decide the answer to one request and log it; the handler only moves bytes."""
@@ -393,17 +432,23 @@ class SandboxServer:
         organization_id = record.organization_id = authenticate(authorization, config.api_keys)
         request = parse_export_request(query, config.today or datetime.now(UTC).date())
         fault = self._next_fault()
+        if fault is None or not fault.takes_over:
+            self._admit(organization_id, config)  # on arrival, as the vendor counts: a slow answer is slow after it
         if fault is not None:
             record.fault = str(fault)
             if self._stopping.wait(fault.slow):
                 raise Rejected(HTTPStatus.SERVICE_UNAVAILABLE, "the sandbox is shutting down; try again")
             if fault.takes_over:
                 return self._fault_answer(fault, organization_id, request, config)
-        self._admit(organization_id, config)
         return self._export_answer(organization_id, request, config)
 
     def _next_fault(self) -> Fault | None:
+        """Count this request; its scheduled fault, else the next queued one, else None."""
         with self._lock:
+            self._valid_requests += 1
+            scheduled = self._scheduled.pop(self._valid_requests, None)
+            if scheduled is not None:
+                return scheduled
             return self._faults.popleft() if self._faults else None
 
     def _admit(self, organization_id: str, config: SandboxConfig) -> None:
@@ -446,11 +491,16 @@ class SandboxServer:
             return _Answer.error(fault.status, fault.message, headers)
         if fault.corrupt:
             return _Answer.zip(request, body=_CORRUPT_BODY)
-        # A cut needs a body to cut: the real ZIP, or the corrupt bytes when the window has none.
+        if fault.reset == 0:
+            return _Answer(0, reset=True)
+        share = fault.cut if fault.reset is None else fault.reset
+        # A cut or a reset mid-body needs a body: the real ZIP, or the corrupt bytes when the window has none.
         _, file = self._open_export(organization_id, request, config)
         if file is None:
-            return _Answer.zip(request, body=_CORRUPT_BODY, cut=fault.cut)
-        return _Answer.zip(request, file=file, cut=fault.cut)
+            answer = _Answer.zip(request, body=_CORRUPT_BODY, cut=share)
+        else:
+            answer = _Answer.zip(request, file=file, cut=share)
+        return answer if fault.reset is None else replace(answer, reset=True)
 
 
 def authenticate(authorization: str | None, api_keys: Mapping[str, str]) -> str:
@@ -476,7 +526,8 @@ def authenticate(authorization: str | None, api_keys: Mapping[str, str]) -> str:
 class _Answer:
     """A response to send: status, headers, and a body from bytes or an open file, of which `sent` bytes go out.
 
-    `sent` below the Content-Length is a cut: the connection closes after it.
+    `sent` below the Content-Length is a cut: the connection closes after it. With `reset` the connection is
+    reset (RST) after those bytes instead, or before anything when the status is 0.
     """
 
     status: int
@@ -484,6 +535,7 @@ class _Answer:
     body: bytes = b""
     file: BinaryIO | None = None
     sent: int = 0
+    reset: bool = False
 
     @classmethod
     def error(cls, status: int, message: str, headers: Mapping[str, str] | None = None) -> _Answer:
@@ -542,6 +594,17 @@ class _HTTPServer(ThreadingHTTPServer):
         self.sandbox = sandbox
         super().__init__(address, _Handler)
 
+    def shutdown_request(self, request: socket.socket | tuple[bytes, socket.socket]) -> None:
+        """Close a connection to reset without shutting it down first: a shutdown would send a FIN, and the
+        client would see a clean close before the RST."""
+        if (
+            isinstance(request, socket.socket)
+            and request.getsockopt(socket.SOL_SOCKET, socket.SO_LINGER, len(_ABORT_ON_CLOSE)) == _ABORT_ON_CLOSE
+        ):
+            self.close_request(request)
+        else:
+            super().shutdown_request(request)
+
 
 class _Handler(BaseHTTPRequestHandler):
     """HTTP/1.1 transport only: parse the request line, ask the sandbox for the answer, send it."""
@@ -562,18 +625,27 @@ class _Handler(BaseHTTPRequestHandler):
             url.path, parse_qs(url.query, keep_blank_values=True), self.headers.get("Authorization")
         )
         try:
-            self.send_response(answer.status)
-            for name, value in answer.headers.items():
-                self.send_header(name, value)
-            self.end_headers()
-            self._send_body(answer)
+            if answer.status:
+                self.send_response(answer.status)
+                for name, value in answer.headers.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self._send_body(answer)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True  # the client went away; nothing left to tell it
         finally:
             if answer.file is not None:
                 answer.file.close()
+        if answer.reset:
+            self._reset()
         if answer.is_cut:
             self.close_connection = True
+
+    def _reset(self) -> None:
+        """End the connection with a TCP RST once this request is handled: a zero linger makes close() drop the
+        connection instead of ending it cleanly (FIN); the server then skips its usual shutdown (see below)."""
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _ABORT_ON_CLOSE)
+        self.close_connection = True
 
     def _send_body(self, answer: _Answer) -> None:
         if answer.file is None:

@@ -6,8 +6,10 @@ import csv
 import io
 import json
 import tempfile
+import time
 import zipfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import date, timedelta
 from pathlib import Path
@@ -279,11 +281,13 @@ def test_only_200_204_and_413_answers_count_as_exports(server: SandboxServer) ->
     server.config = replace(CONFIG, max_exports_per_day=3, max_payload_bytes=1, empty_days=frozenset({YESTERDAY}))
     assert export(server, output_format="xml").status_code == 400
     assert export(server, key="wrong").status_code == 401
-    server.inject(Fault(status=500), Fault(cut=0.5), Fault(corrupt=True))
+    server.inject(Fault(status=500), Fault(cut=0.5), Fault(corrupt=True), Fault(reset=0.5))
     assert export(server).status_code == 500
     with pytest.raises(httpx.RemoteProtocolError):
         export(server)
     assert export(server).status_code == 200  # corrupt
+    with pytest.raises(httpx.ReadError):
+        export(server)
     assert export(server).status_code == 413
     assert export(server, start_date="2026-05-31").status_code == 204
     server.config = replace(server.config, max_payload_bytes=100_000_000)
@@ -326,6 +330,18 @@ def test_a_slow_answer_arrives_whole_after_the_delay(server: SandboxServer) -> N
     assert server.access_log[-1].fault == "slow 0.2s"
 
 
+def test_a_slow_answer_counts_when_it_arrives_not_when_it_is_answered(server: SandboxServer) -> None:
+    """The vendor measures arrivals: a request that arrives an interval after a slow one is not refused, although
+    it is answered before the slow one."""
+    server.config = replace(CONFIG, min_export_interval_seconds=1.0)
+    server.inject(Fault(slow=2.0))
+    with ThreadPoolExecutor(1) as pool:
+        slow = pool.submit(export, server)
+        time.sleep(1.5)
+        assert export(server, data_source="conversation_items").status_code == 200
+        assert slow.result().status_code == 200
+
+
 def test_a_cut_body_breaks_the_transfer_and_the_next_request_is_whole(server: SandboxServer) -> None:
     server.inject(Fault(cut=0.5))
     with pytest.raises(httpx.RemoteProtocolError):
@@ -345,11 +361,60 @@ def test_a_corrupt_body_is_a_200_zip_that_does_not_open(server: SandboxServer) -
         zipfile.ZipFile(io.BytesIO(response.content))
 
 
+def test_a_reset_before_the_answer_aborts_the_connection_and_the_next_request_is_whole(server: SandboxServer) -> None:
+    server.inject(Fault(reset=0))
+    with pytest.raises(httpx.ReadError, match="reset"):  # an RST; a clean close would be a RemoteProtocolError
+        export(server)
+    assert export(server).status_code == 200
+    reset, whole = server.access_log
+    assert (reset.status, reset.body_bytes, reset.fault) == (0, 0, "reset 0")
+    assert (whole.status, whole.fault) == (200, None)
+
+
+def test_a_reset_mid_body_aborts_the_transfer_after_part_of_the_zip(server: SandboxServer) -> None:
+    server.inject(Fault(reset=0.5))
+    with pytest.raises(httpx.ReadError, match="reset"):
+        export(server)
+    reset, whole = server.access_log[-1], export(server)
+    assert (reset.status, reset.fault) == (200, "reset 0.5")
+    assert 0 < reset.body_bytes < len(whole.content)
+
+
+def test_faults_scheduled_by_number_hit_those_authenticated_valid_requests(server: SandboxServer) -> None:
+    server.inject_at({2: Fault(status=500), 4: Fault(status=429, retry_after=2)})
+    server.inject(Fault(status=503))
+    assert export(server, key=None).status_code == 401  # not counted: not authenticated
+    assert export(server, output_format="xml").status_code == 400  # not counted: not valid
+    statuses = [export(server).status_code for _ in range(5)]
+    assert statuses == [503, 500, 200, 429, 200], "the queued fault takes the first request without a scheduled one"
+    assert [record.fault for record in server.access_log[2:]] == [
+        "status 503",
+        "status 500",
+        None,
+        "status 429",
+        None,
+    ]
+
+
+def test_a_fault_cannot_be_scheduled_for_a_request_that_arrived_or_one_that_has_a_fault(server: SandboxServer) -> None:
+    assert export(server).status_code == 200
+    with pytest.raises(ValueError, match="1 request\\(s\\) have arrived already"):
+        server.inject_at({1: Fault(status=500)})
+    server.inject_at({3: Fault(status=500)})
+    with pytest.raises(ValueError, match="request 3 already has a fault"):
+        server.inject_at({3: Fault(cut=0.5)})
+    assert [export(server).status_code for _ in range(2)] == [200, 500]
+
+
 def test_faults_that_contradict_each_other_are_refused() -> None:
     with pytest.raises(ValueError, match="at most one"):
         Fault(status=500, corrupt=True)
+    with pytest.raises(ValueError, match="at most one"):
+        Fault(cut=0.5, reset=0.5)
     with pytest.raises(ValueError, match="fraction"):
         Fault(cut=1.5)
+    with pytest.raises(ValueError, match="reset 1 must be a fraction"):
+        Fault(reset=1)
     with pytest.raises(ValueError, match="empty Fault"):
         Fault()
 

@@ -12,14 +12,11 @@ import pytest
 
 from hatch_pipeline.contract import ExportWindow
 from hatch_pipeline.defs.assets import build_source_assets
-from hatch_pipeline.defs.automation import (
-    PARTITION_RANGE_END_TAG,
-    PARTITION_RANGE_START_TAG,
-    daily_job,
-    daily_partitions,
-    daily_schedule,
-)
+from hatch_pipeline.defs.constants import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG
+from hatch_pipeline.defs.jobs import daily_job
+from hatch_pipeline.defs.partitions import daily_partitions
 from hatch_pipeline.defs.resources import pipeline_resources
+from hatch_pipeline.defs.schedules import daily_schedule
 from hatch_pipeline.settings import Settings, SettingsError
 from hatch_pipeline_tests.pipeline_fixtures import ROWS_PER_DAY, SOURCES, Pipeline, without_load_time
 

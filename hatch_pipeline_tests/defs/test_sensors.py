@@ -13,10 +13,17 @@ import pytest
 
 from hatch_pipeline.contract import ExportWindow
 from hatch_pipeline.defs import build_definitions
-from hatch_pipeline.defs.assets import source_keys
-from hatch_pipeline.defs.automation import DAILY_JOB_NAME, SCHEDULE_NAME, range_tags
+from hatch_pipeline.defs.constants import (
+    DAILY_JOB_NAME,
+    RUN_KEY_TAG,
+    SCHEDULE_NAME,
+    SCHEDULE_NAME_TAG,
+    SENSOR_NAME,
+    source_keys,
+)
+from hatch_pipeline.defs.partitions import range_tags
 from hatch_pipeline.defs.resources import pipeline_resources
-from hatch_pipeline.defs.sensors import INTERVAL_SECONDS, RUN_KEY_TAG, SCHEDULE_NAME_TAG, SENSOR_NAME
+from hatch_pipeline.defs.sensors import INTERVAL_SECONDS
 from hatch_pipeline.local.sandbox.server import Fault
 from hatch_pipeline.settings import Settings
 from hatch_pipeline_tests.pipeline_fixtures import ROWS_PER_DAY, SOURCES, YESTERDAY, Pipeline, keys_of, one_day_bytes

@@ -20,10 +20,7 @@ from google.cloud.storage import Client as StorageClient
 
 from hatch_pipeline.contract import DataSource, ExportWindow
 from hatch_pipeline.defs import build_definitions
-from hatch_pipeline.defs.assets import REFETCH_TAG, bigquery_key, parquet_key
 from hatch_pipeline.defs.checks import (
-    CHECKS_JOB_NAME,
-    CHECKS_SCHEDULE_NAME,
     COLUMNS_MATCH_SCHEMA,
     ONE_ROW_PER_ID,
     REFETCH_NOT_SHRUNK,
@@ -32,6 +29,7 @@ from hatch_pipeline.defs.checks import (
     ROWS_MATCH_RAW,
     YESTERDAY_LANDED,
 )
+from hatch_pipeline.defs.constants import CHECKS_JOB_NAME, CHECKS_SCHEDULE_NAME, REFETCH_TAG, bigquery_key, parquet_key
 from hatch_pipeline.local.sandbox.data import NEW_CONTACT_HISTORY_COLUMNS, rows_for_day
 from hatch_pipeline.settings import Settings
 from hatch_pipeline_tests.pipeline_fixtures import ROWS_PER_DAY, YESTERDAY, Pipeline, keys_of

@@ -76,6 +76,13 @@ def test_a_gs_ledger_url_keeps_the_ledger_in_the_bucket(gcp_emulator_env: LocalG
     assert len(ledger.store.read(ledger.organization).slots) == 1
 
 
+def test_a_resource_builds_one_ledger_for_its_client_and_stages(gcp_emulator_env: LocalGcp, gcs_bucket: Bucket) -> None:
+    """The raw step hands the ledger to its client and to the stage: one ledger, one storage client per step."""
+    resource = HatchExportResource(api_key=KEY, ledger_url=f"gs://{gcs_bucket.name}/hatch/")
+
+    assert resource.ledger() is resource.ledger()
+
+
 @pytest.mark.parametrize(
     ("field", "value", "variable"),
     [

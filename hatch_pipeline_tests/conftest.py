@@ -8,7 +8,7 @@ import pytest
 
 from hatch_pipeline.local.sandbox.server import SandboxServer
 
-pytest_plugins = ["hatch_pipeline_tests.gcp_fixtures", "hatch_pipeline_tests.pipeline_fixtures"]
+pytest_plugins = ["hatch_pipeline_tests.support.gcp_fixtures", "hatch_pipeline_tests.support.pipeline_fixtures"]
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from dagster_shared.yaml_utils import safe_load_yaml
 
 from hatch_pipeline.defs.constants import API_POOL
 from hatch_pipeline.local.demo import PROJECT_ROOT
-from hatch_pipeline_tests import killed_worker
+from hatch_pipeline_tests.support import killed_worker
 
 FREE_SLOTS_AFTER: Final = "free_slots_after_run_end_seconds"
 

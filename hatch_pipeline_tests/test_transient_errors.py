@@ -17,8 +17,8 @@ from google.cloud import bigquery
 
 from hatch_pipeline.local.services import bigquery_client
 from hatch_pipeline.warehouse import LoadFailed, ParquetReplaced, RowsOutsideDays, is_transient
-from hatch_pipeline_tests.bigquery_proxy import BigQueryProxy
-from hatch_pipeline_tests.gcp_fixtures import LocalGcp
+from hatch_pipeline_tests.support.bigquery_proxy import BigQueryProxy
+from hatch_pipeline_tests.support.gcp_fixtures import LocalGcp
 
 
 @pytest.fixture

@@ -33,7 +33,7 @@ from hatch_pipeline.warehouse import (
     replace_days,
     rows_by_day,
 )
-from hatch_pipeline_tests.gcp_fixtures import LocalGcp
+from hatch_pipeline_tests.support.gcp_fixtures import LocalGcp
 
 FIRST_DAY = date(2026, 3, 1)
 LOADED_AT = datetime(2026, 3, 20, 6, 0, tzinfo=UTC)

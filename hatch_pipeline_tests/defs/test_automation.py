@@ -24,7 +24,7 @@ from hatch_pipeline.defs import build_definitions
 from hatch_pipeline.defs.automation import FOLLOWS_UPSTREAM
 from hatch_pipeline.defs.constants import AUTOMATION_SENSOR_NAME, CHECKS_JOB_NAME, DAILY_JOB_NAME, bigquery_key
 from hatch_pipeline.defs.partitions import range_tags
-from hatch_pipeline_tests.pipeline_fixtures import DEFAULT_SETTINGS, SOURCES, YESTERDAY, Pipeline, keys_of
+from hatch_pipeline_tests.support.pipeline_fixtures import DEFAULT_SETTINGS, SOURCES, YESTERDAY, Pipeline, keys_of
 
 DAYS: Final = ExportWindow(YESTERDAY - timedelta(days=2), YESTERDAY)
 

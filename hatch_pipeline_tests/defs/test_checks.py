@@ -32,7 +32,7 @@ from hatch_pipeline.defs.checks import (
 from hatch_pipeline.defs.constants import CHECKS_JOB_NAME, CHECKS_SCHEDULE_NAME, REFETCH_TAG, bigquery_key, parquet_key
 from hatch_pipeline.local.sandbox.data import NEW_CONTACT_HISTORY_COLUMNS, rows_for_day
 from hatch_pipeline.settings import Settings
-from hatch_pipeline_tests.pipeline_fixtures import ROWS_PER_DAY, YESTERDAY, Pipeline, keys_of
+from hatch_pipeline_tests.support.pipeline_fixtures import ROWS_PER_DAY, YESTERDAY, Pipeline, keys_of
 
 SOURCE: Final[DataSource] = "contact_history"
 TABLE_ID = "contact_history_id"

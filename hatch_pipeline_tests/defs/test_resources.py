@@ -18,7 +18,7 @@ from hatch_pipeline.export_api.gcs_ledger import GcsLedgerStore
 from hatch_pipeline.export_api.ledger import LocalLedgerStore, organization_key
 from hatch_pipeline.local.sandbox.server import SandboxServer
 from hatch_pipeline.settings import SettingsError
-from hatch_pipeline_tests.gcp_fixtures import LocalGcp
+from hatch_pipeline_tests.support.gcp_fixtures import LocalGcp
 
 KEY = "sk-test-7f41aa-resource-secret"
 ORGANIZATION = "org-resource-tests"

@@ -18,7 +18,7 @@ from hatch_pipeline.defs.partitions import daily_partitions
 from hatch_pipeline.defs.resources import pipeline_resources
 from hatch_pipeline.defs.schedules import daily_schedule
 from hatch_pipeline.settings import Settings, SettingsError
-from hatch_pipeline_tests.pipeline_fixtures import ROWS_PER_DAY, SOURCES, Pipeline, without_load_time
+from hatch_pipeline_tests.support.pipeline_fixtures import ROWS_PER_DAY, SOURCES, Pipeline, without_load_time
 
 ZONE: Final = "America/Los_Angeles"
 MORNING: Final = datetime(2026, 11, 26, 6, 0, tzinfo=ZoneInfo(ZONE))

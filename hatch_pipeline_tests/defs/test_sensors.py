@@ -26,7 +26,14 @@ from hatch_pipeline.defs.resources import pipeline_resources
 from hatch_pipeline.defs.sensors import INTERVAL_SECONDS
 from hatch_pipeline.local.sandbox.server import Fault
 from hatch_pipeline.settings import Settings
-from hatch_pipeline_tests.pipeline_fixtures import ROWS_PER_DAY, SOURCES, YESTERDAY, Pipeline, keys_of, one_day_bytes
+from hatch_pipeline_tests.support.pipeline_fixtures import (
+    ROWS_PER_DAY,
+    SOURCES,
+    YESTERDAY,
+    Pipeline,
+    keys_of,
+    one_day_bytes,
+)
 
 
 def day(back: int) -> date:

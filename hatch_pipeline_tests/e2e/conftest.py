@@ -26,8 +26,8 @@ from hatch_pipeline.defs.constants import SENSOR_NAME
 from hatch_pipeline.local.dagster_dev import LOCAL_DEFINITIONS, DagsterWebserver, running_dagster
 from hatch_pipeline.local.processes import venv_executable
 from hatch_pipeline.local.sandbox.data import SandboxConfig
-from hatch_pipeline_tests.gcp_fixtures import LocalGcp
-from hatch_pipeline_tests.pipeline_fixtures import ROWS_PER_DAY, Pipeline, isolated_pipeline
+from hatch_pipeline_tests.support.gcp_fixtures import LocalGcp
+from hatch_pipeline_tests.support.pipeline_fixtures import ROWS_PER_DAY, Pipeline, isolated_pipeline
 
 EXPORT_INTERVAL_SECONDS: Final = 1.0
 """The sandbox's and the ledger's spacing between exports: measurable at arrival, yet short enough to be fast."""

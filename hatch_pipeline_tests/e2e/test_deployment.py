@@ -52,8 +52,8 @@ from hatch_pipeline_tests.e2e.graphql import (
     wait_for_backfill,
     wait_for_run,
 )
-from hatch_pipeline_tests.gcp_fixtures import LocalGcp
-from hatch_pipeline_tests.pipeline_fixtures import SOURCES, Pipeline, keys_of
+from hatch_pipeline_tests.support.gcp_fixtures import LocalGcp
+from hatch_pipeline_tests.support.pipeline_fixtures import SOURCES, Pipeline, keys_of
 
 pytestmark = pytest.mark.e2e
 

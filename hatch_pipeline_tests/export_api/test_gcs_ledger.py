@@ -22,7 +22,7 @@ from hatch_pipeline_tests.export_api.test_ledger import (
     fake_time_ledger,
     reserve_from_processes,
 )
-from hatch_pipeline_tests.gcp_fixtures import LocalGcp
+from hatch_pipeline_tests.support.gcp_fixtures import LocalGcp
 
 PREFIX = "hatch"
 

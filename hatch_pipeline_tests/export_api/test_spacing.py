@@ -24,7 +24,7 @@ from hatch_pipeline.local.sandbox.data import DEFAULT_API_KEY
 from hatch_pipeline.local.sandbox.server import SandboxServer
 from hatch_pipeline.local.services import storage_client
 from hatch_pipeline_tests.export_api.test_client import logged
-from hatch_pipeline_tests.gcp_fixtures import LocalGcp
+from hatch_pipeline_tests.support.gcp_fixtures import LocalGcp
 
 INTERVAL_SECONDS = 0.5
 GUARD_SECONDS = 0.15

@@ -25,7 +25,7 @@ from hatch_pipeline.local.services import (
     storage_client,
 )
 from hatch_pipeline.storage.store import ObjectStore
-from hatch_pipeline_tests.gcp_fixtures import LocalGcp
+from hatch_pipeline_tests.support.gcp_fixtures import LocalGcp
 
 Upload = Callable[[Blob, bytes, int], None]
 """Write the bytes to the blob only if its generation is still the given one (0: only if it does not exist)."""

@@ -1,7 +1,7 @@
 """pytest fixtures: one GCS emulator and one BigQuery emulator per test session, their clients, fresh namespaces.
 
-Register with `pytest_plugins = ["hatch_pipeline_tests.gcp_fixtures"]` in a conftest, or run
-`pytest -p hatch_pipeline_tests.gcp_fixtures`. Both emulators start on free loopback ports (about 3 s together)
+Register with `pytest_plugins = ["hatch_pipeline_tests.support.gcp_fixtures"]` in a conftest, or run
+`pytest -p hatch_pipeline_tests.support.gcp_fixtures`. Both emulators start on free loopback ports (about 3 s together)
 and stop when the session ends. Tests get a fresh bucket and dataset each, so they never see each other's data.
 """
 

@@ -33,7 +33,7 @@ from hatch_pipeline.stages.parquet import ParquetBuild, build_parquet
 from hatch_pipeline.storage.keys import parquet_prefix
 from hatch_pipeline.storage.store import ObjectStore
 from hatch_pipeline_tests.export_api.test_client import zip_of
-from hatch_pipeline_tests.pipeline_fixtures import ROWS_PER_DAY, YESTERDAY, Pipeline, keys_of, without_load_time
+from hatch_pipeline_tests.support.pipeline_fixtures import ROWS_PER_DAY, YESTERDAY, Pipeline, keys_of, without_load_time
 
 SOURCE: DataSource = "conversation_items"
 BOM = "\ufeff".encode()

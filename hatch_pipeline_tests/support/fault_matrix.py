@@ -8,8 +8,8 @@ server that imported this module once (forkserver), so a step starts without imp
 afresh. Everything a case varies travels in the run config, since the forkserver keeps the environment it started
 with (STORAGE_EMULATOR_HOST included, which names the session's one emulator).
 
-`python -m hatch_pipeline_tests.fault_matrix CONFIG START END` runs the same job, all steps in one process, on the
-instance in DAGSTER_HOME: one deployment among several sharing a bucket and a key.
+`python -m hatch_pipeline_tests.support.fault_matrix CONFIG START END` runs the same job, all steps in one process, on
+the instance in DAGSTER_HOME: one deployment among several sharing a bucket and a key.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from hatch_pipeline.defs.resources import HatchExportResource, HatchStorageResou
 from hatch_pipeline.export_api.ledger import LedgerState, LedgerStore
 from hatch_pipeline.local.resources import EmulatorBigQueryResource
 from hatch_pipeline.settings import Settings
-from hatch_pipeline_tests.pipeline_fixtures import SOURCES, Pipeline, keys_of
+from hatch_pipeline_tests.support.pipeline_fixtures import SOURCES, Pipeline, keys_of
 
 T = TypeVar("T")
 

@@ -18,7 +18,7 @@ from hatch_pipeline.export_api.gcs_ledger import GcsLedgerStore
 from hatch_pipeline.export_api.ledger import LedgerState, organization_key
 from hatch_pipeline.local.sandbox.data import DEFAULT_API_KEY
 from hatch_pipeline.local.sandbox.server import AccessRecord, Fault
-from hatch_pipeline_tests.pipeline_fixtures import ROWS_PER_DAY, SOURCES, Pipeline
+from hatch_pipeline_tests.support.pipeline_fixtures import ROWS_PER_DAY, SOURCES, Pipeline
 
 STARTUP_ALLOWANCE_SECONDS = 30.0
 """Wall time a run may take beyond its requests: step processes starting and loading on a busy 2-core machine."""

@@ -30,11 +30,11 @@ from hatch_pipeline.defs.constants import DAILY_JOB_NAME, bigquery_key, bigquery
 from hatch_pipeline.local.processes import venv_executable
 from hatch_pipeline.local.sandbox.data import DEFAULT_API_KEY
 from hatch_pipeline.local.sandbox.server import Fault, SandboxServer
-from hatch_pipeline_tests.bigquery_proxy import BigQueryProxy
-from hatch_pipeline_tests.gcp_fixtures import LocalGcp
-from hatch_pipeline_tests.pipeline_fixtures import Pipeline, keys_of
+from hatch_pipeline_tests.support.bigquery_proxy import BigQueryProxy
+from hatch_pipeline_tests.support.gcp_fixtures import LocalGcp
+from hatch_pipeline_tests.support.pipeline_fixtures import Pipeline, keys_of
 
-PROJECT_INSTANCE_CONFIG: Final = Path(__file__).resolve().parents[1] / "dagster.yaml"
+PROJECT_INSTANCE_CONFIG: Final = Path(__file__).resolve().parents[2] / "dagster.yaml"
 YESTERDAY: Final = datetime.now(UTC).date() - timedelta(days=1)
 DAY_BEFORE: Final = YESTERDAY - timedelta(days=1)
 RAW_KEYS: Final = [raw_key(source) for source in DATA_SOURCES]

@@ -1,5 +1,5 @@
 """The whole pipeline, as a user runs it: the six assets materialized by Dagster against the sandbox API, the GCS
-emulator and the BigQuery emulator, over real connections with the official clients (see pipeline_fixtures.py)."""
+emulator and the BigQuery emulator, over real connections with the official clients (see support/pipeline_fixtures.py)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from hatch_pipeline.local.sandbox.server import Fault
 from hatch_pipeline.schemas import SCHEMAS
 from hatch_pipeline.settings import Settings
 from hatch_pipeline.stages.raw import land_raw
-from hatch_pipeline_tests.pipeline_fixtures import (
+from hatch_pipeline_tests.support.pipeline_fixtures import (
     ROWS_PER_DAY,
     SOURCES,
     YESTERDAY,

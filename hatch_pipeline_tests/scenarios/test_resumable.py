@@ -18,7 +18,7 @@ from google.cloud.storage import Client as StorageClient
 from hatch_pipeline.contract import DataSource
 from hatch_pipeline.local.demo import materialize_command
 from hatch_pipeline.storage.manifests import parse_manifest_key
-from hatch_pipeline_tests.pipeline_fixtures import ROWS_PER_DAY, YESTERDAY, Pipeline, days_of, one_day_bytes
+from hatch_pipeline_tests.support.pipeline_fixtures import ROWS_PER_DAY, YESTERDAY, Pipeline, days_of, one_day_bytes
 
 SOURCE: DataSource = "contact_history"
 SELECT = f"key:hatch/raw/{SOURCE}+"

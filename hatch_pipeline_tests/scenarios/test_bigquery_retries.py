@@ -23,8 +23,8 @@ from hatch_pipeline.defs.constants import bigquery_key
 from hatch_pipeline.defs.resources import HatchStorageResource
 from hatch_pipeline.stages.bigquery import LOAD_ATTEMPTS
 from hatch_pipeline.stages.parquet import build_parquet
-from hatch_pipeline_tests.bigquery_proxy import BigQueryProxy
-from hatch_pipeline_tests.pipeline_fixtures import DEFAULT_SETTINGS, ROWS_PER_DAY, YESTERDAY, Pipeline, keys_of
+from hatch_pipeline_tests.support.bigquery_proxy import BigQueryProxy
+from hatch_pipeline_tests.support.pipeline_fixtures import DEFAULT_SETTINGS, ROWS_PER_DAY, YESTERDAY, Pipeline, keys_of
 
 SOURCE: Final = "contact_history"
 RETRIES: Final = BIGQUERY_RETRY_POLICY.max_retries

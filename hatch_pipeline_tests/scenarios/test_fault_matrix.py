@@ -8,7 +8,7 @@ limits refused nothing, the run did not stall, the ledger holds one slot per req
 claim is left behind.
 
 Run it ten times in a row (the issue's bar; stops at the first failure):
-    for i in $(seq 10); do uv run --frozen pytest hatch_pipeline_tests/test_fault_matrix.py -q || break; done
+    for i in $(seq 10); do uv run --frozen pytest hatch_pipeline_tests/scenarios/test_fault_matrix.py -q || break; done
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ from google.cloud.storage import Client as StorageClient
 
 from hatch_pipeline.contract import ExportWindow
 from hatch_pipeline.local.sandbox.server import Fault
-from hatch_pipeline_tests.fault_matrix import export_both_sources, run_command, run_config
-from hatch_pipeline_tests.pipeline_fixtures import YESTERDAY, Pipeline, keys_of, one_day_bytes
-from hatch_pipeline_tests.run_audit import (
+from hatch_pipeline_tests.support.fault_matrix import export_both_sources, run_command, run_config
+from hatch_pipeline_tests.support.pipeline_fixtures import YESTERDAY, Pipeline, keys_of, one_day_bytes
+from hatch_pipeline_tests.support.run_audit import (
     Audit,
     assert_every_day_landed,
     assert_faults_served,

@@ -34,7 +34,7 @@ from hatch_pipeline.local.sandbox.data import DEFAULT_API_KEY, SandboxConfig
 from hatch_pipeline.local.sandbox.server import SandboxServer
 from hatch_pipeline.local.services import bigquery_client
 from hatch_pipeline.settings import Settings
-from hatch_pipeline_tests.gcp_fixtures import LocalGcp
+from hatch_pipeline_tests.support.gcp_fixtures import LocalGcp
 
 ROWS_PER_DAY = 12
 YESTERDAY = datetime.now(UTC).date() - timedelta(days=1)

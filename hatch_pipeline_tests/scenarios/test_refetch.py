@@ -17,7 +17,7 @@ from hatch_pipeline.defs.checks import REFETCH_NOT_SHRUNK, ROWS_MATCH_RAW
 from hatch_pipeline.defs.constants import ACCEPT_SHRINK_TAG, REFETCH_TAG
 from hatch_pipeline.defs.partitions import daily_partitions, range_tags
 from hatch_pipeline.local.sandbox.server import Fault
-from hatch_pipeline_tests.pipeline_fixtures import (
+from hatch_pipeline_tests.support.pipeline_fixtures import (
     DEFAULT_SETTINGS,
     ROWS_PER_DAY,
     YESTERDAY,

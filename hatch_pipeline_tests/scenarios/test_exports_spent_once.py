@@ -12,7 +12,7 @@ from google.cloud.storage import Client as StorageClient
 
 from hatch_pipeline.defs.constants import REFETCH_TAG
 from hatch_pipeline.storage.manifests import parse_manifest_key
-from hatch_pipeline_tests.pipeline_fixtures import (
+from hatch_pipeline_tests.support.pipeline_fixtures import (
     ROWS_PER_DAY,
     SOURCES,
     YESTERDAY,

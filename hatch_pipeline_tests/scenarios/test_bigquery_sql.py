@@ -27,9 +27,9 @@ from hatch_pipeline.local.services import bigquery_client
 from hatch_pipeline.schemas import LINEAGE_COLUMNS, SCHEMAS, column_dtypes
 from hatch_pipeline.stages.bigquery import table_spec
 from hatch_pipeline.warehouse import bigquery_columns, days_with_repeated_ids, rows_by_day
-from hatch_pipeline_tests.bigquery_analyzer import BigQueryAnalyzer, module_cache_path, start_zetasql
-from hatch_pipeline_tests.bigquery_proxy import BigQueryProxy
-from hatch_pipeline_tests.pipeline_fixtures import SOURCES, YESTERDAY, Pipeline, keys_of
+from hatch_pipeline_tests.support.bigquery_analyzer import BigQueryAnalyzer, module_cache_path, start_zetasql
+from hatch_pipeline_tests.support.bigquery_proxy import BigQueryProxy
+from hatch_pipeline_tests.support.pipeline_fixtures import SOURCES, YESTERDAY, Pipeline, keys_of
 
 RESERVED_WORD_COLUMNS: Final = ("from", "to", "end", "hash")
 """Vendor columns named like BigQuery's reserved words."""

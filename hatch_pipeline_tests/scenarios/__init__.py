@@ -1,0 +1,1 @@
+"""Whole-pipeline behaviour: runs of the assets against the sandbox and the emulators, faults, pools, resumes."""

@@ -1,5 +1,6 @@
 """The whole pipeline, as a user runs it: the six assets materialized by Dagster against the sandbox API, the GCS
-emulator and the BigQuery emulator, over real connections with the official clients (see support/pipeline_fixtures.py)."""
+emulator and the BigQuery emulator, over real connections with the official clients (see
+support/pipeline_fixtures.py)."""
 
 from __future__ import annotations
 

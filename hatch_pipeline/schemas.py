@@ -21,6 +21,10 @@ TIMESTAMP: Final = pl.Datetime("us", "UTC")
 LINEAGE_COLUMNS: Final = ("_export_date", "_source_file", "_loaded_at")
 """Added to every row: the day it belongs to, the gs:// URI of the stored ZIP, and when it was parsed."""
 
+HIVE_KEY: Final = "export_date"
+"""The key of the Parquet folders (`export_date=YYYY-MM-DD/`); BigQuery's hive-partitioned load adds it as a column,
+so no vendor column may take its name."""
+
 
 @dataclass(frozen=True)
 class SourceSchema:

@@ -16,14 +16,11 @@ from typing import Final
 import polars as pl
 
 from hatch_pipeline.parsing.member import Member, MemberFile
-from hatch_pipeline.schemas import LINEAGE_COLUMNS, SourceSchema
+from hatch_pipeline.schemas import HIVE_KEY, LINEAGE_COLUMNS, SourceSchema
 from hatch_pipeline.warehouse import column_name_problem
 
-__all__ = ["HIVE_KEY", "check_column_names", "columns_of", "inferred_columns", "inferred_keys"]
+__all__ = ["check_column_names", "columns_of", "inferred_columns", "inferred_keys"]
 
-HIVE_KEY: Final = "export_date"
-"""The key of the Parquet folders in the bucket (`export_date=YYYY-MM-DD/`); BigQuery's hive-partitioned load adds it
-as a column, so no vendor column may take its name. Public for the fast path, which names the day files by it."""
 _NAME_FIX: Final = (
     "Nothing was written and the stored ZIP is kept: report the column to Hatch, and re-export the window once they "
     "have renamed it."

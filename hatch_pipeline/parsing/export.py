@@ -25,13 +25,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import polars as pl
 
 from hatch_pipeline.contract import DataSource, ExportWindow
-from hatch_pipeline.parsing.columns import HIVE_KEY, check_column_names, columns_of, inferred_columns, inferred_keys
+from hatch_pipeline.parsing.columns import check_column_names, columns_of, inferred_columns, inferred_keys
 from hatch_pipeline.parsing.day_files import DayFiles
 from hatch_pipeline.parsing.explain import check_record_count, explain
 from hatch_pipeline.parsing.json_keys import may_hold_other_keys, other_key_pattern
 from hatch_pipeline.parsing.member import MAX_MEMBER_BYTES, PART_BYTES, Member, MemberFile, extract_member
 from hatch_pipeline.parsing.values import read_text, typed_rows
-from hatch_pipeline.schemas import LINEAGE_COLUMNS, SCHEMAS, TIMESTAMP, SourceSchema
+from hatch_pipeline.schemas import HIVE_KEY, LINEAGE_COLUMNS, SCHEMAS, TIMESTAMP, SourceSchema
 
 __all__ = ["ParsedDay", "ParsedExport", "export_day", "parse_export"]
 

@@ -26,7 +26,7 @@ from datetime import UTC, date, datetime
 from typing import Final
 
 from hatch_pipeline.contract import ExportWindow
-from hatch_pipeline.parsing.columns import HIVE_KEY
+from hatch_pipeline.schemas import HIVE_KEY
 
 STAMP_FORMAT: Final = "%Y%m%dT%H%M%S%fZ"
 """How a manifest's name says when it was written: fixed width, so names sort by time. Public for manifests.py,

@@ -26,49 +26,17 @@ from functools import lru_cache
 from typing import Final
 
 from hatch_pipeline.contract import DataSource, ExportWindow, OutputFormat
+from hatch_pipeline.schemas import CONTACT_HISTORY, CONVERSATION_ITEMS
 
 DEFAULT_API_KEY: Final = "sandbox-key"
 DEFAULT_ORGANIZATION_ID: Final = "org-sandbox"
 
-CONTACT_HISTORY_COLUMNS: Final = (
-    "organization_id",
-    "organization_name",
-    "workspace_id",
-    "workspace_name",
-    "contact_history_id",
-    "campaign_id",
-    "campaign_name",
-    "current_lead_source",
-    "hatch_contact_id",
-    "contact_status",
-    "campaign_stage",
-    "sales_value",
-    "opted_out",
-    "email",
-    "phone",
-    "updated_at",
-)
+CONTACT_HISTORY_COLUMNS: Final = tuple(CONTACT_HISTORY.columns)
+"""The documented columns, in the vendor's order (schemas.py is where the project writes them down)."""
 NEW_CONTACT_HISTORY_COLUMNS: Final = ("external_contact_id", "appointment_id", "invoice_id")
 """Rolled out over time by the vendor: present only on days from `SandboxConfig.new_columns_from` on."""
 
-CONVERSATION_ITEMS_COLUMNS: Final = (
-    "organization_id",
-    "organization_name",
-    "workspace_id",
-    "workspace_name",
-    "id",
-    "conversation_id",
-    "contact_id",
-    "actor_type",
-    "actor_id",
-    "category",
-    "type",
-    "direction",
-    "body",
-    "delivery_status",
-    "created_at",
-    "updated_at",
-)
+CONVERSATION_ITEMS_COLUMNS: Final = tuple(CONVERSATION_ITEMS.columns)
 
 EDGE_BODIES: Final = (
     "",

@@ -10,7 +10,7 @@ $(CURDIR)/.tools/bin/uv:
 	.tools/bin/python -m pip install --quiet --disable-pip-version-check uv
 
 install: $(UV)
-	$(UV) sync --frozen
+	$(UV) sync --frozen --group deploy
 
 ## The main job on local defaults: sandbox API + local emulators + Dagster UI.
 demo: install

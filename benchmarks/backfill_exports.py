@@ -47,9 +47,10 @@ from hatch_pipeline.contract import (
 from hatch_pipeline.export_api.client import HatchExportClient
 from hatch_pipeline.export_api.ledger import LocalLedgerStore, RateLedger, next_slots, organization_key
 from hatch_pipeline.export_api.planner import pack_windows
+from hatch_pipeline.google_clients import storage_client
 from hatch_pipeline.local.sandbox.data import DEFAULT_API_KEY, SandboxConfig, render_export
 from hatch_pipeline.local.sandbox.server import SandboxServer
-from hatch_pipeline.local.services import gcs_emulator, storage_client
+from hatch_pipeline.local.services import gcs_emulator
 from hatch_pipeline.settings import Settings
 from hatch_pipeline.stages.raw import land_raw
 from hatch_pipeline.storage.store import ObjectStore

@@ -35,9 +35,10 @@ from google.cloud.storage import Client as StorageClient
 from benchmarks import format_table
 from hatch_pipeline.contract import DataSource, ExportWindow
 from hatch_pipeline.defs.resources import HatchExportResource
+from hatch_pipeline.google_clients import bigquery_client, storage_client
 from hatch_pipeline.local.sandbox.data import DEFAULT_API_KEY
 from hatch_pipeline.local.sandbox.server import SandboxServer
-from hatch_pipeline.local.services import bigquery_client, bigquery_emulator, gcs_emulator, storage_client
+from hatch_pipeline.local.services import bigquery_emulator, gcs_emulator
 from hatch_pipeline.stages.bigquery import load_bigquery, table_spec
 from hatch_pipeline.stages.parquet import build_parquet
 from hatch_pipeline.stages.raw import land_raw

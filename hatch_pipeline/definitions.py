@@ -1,6 +1,7 @@
 """What Dagster loads in a deployment (workspace.yaml, `dagster api grpc -m hatch_pipeline.definitions` and
 `dagster dev -m hatch_pipeline.definitions` point here): Google Cloud Storage and BigQuery as the HATCH_* settings
-describe them. The local stand-ins have their own module, `hatch_pipeline.local.definitions`.
+describe them; with STORAGE_EMULATOR_HOST and BIGQUERY_EMULATOR_HOST set (the demo, the tests), the same
+definitions talk to local emulators instead.
 
 Lazy: the HATCH_* variables are read when Dagster loads the code location, not when the module is imported."""
 

@@ -59,6 +59,8 @@ class Settings:
     bq_project: str | None = None
     bq_dataset: str = "hatch"
     bq_location: str = "US"
+    bigquery_emulator_host: str | None = None
+    """BIGQUERY_EMULATOR_HOST (Google's name, not a HATCH_* one): BigQuery at a local emulator, anonymously."""
     local_dir: str = ".hatch_local"
     first_partition: str | None = None
     schedule_cron: str = DEFAULT_SCHEDULE_CRON
@@ -99,6 +101,7 @@ class Settings:
             bq_project=get("HATCH_BQ_PROJECT"),
             bq_dataset=get("HATCH_BQ_DATASET") or defaults.bq_dataset,
             bq_location=get("HATCH_BQ_LOCATION") or defaults.bq_location,
+            bigquery_emulator_host=get("BIGQUERY_EMULATOR_HOST"),
             local_dir=get("HATCH_LOCAL_DIR") or defaults.local_dir,
             first_partition=get("HATCH_FIRST_PARTITION"),
             schedule_cron=get("HATCH_SCHEDULE_CRON") or defaults.schedule_cron,

@@ -26,18 +26,6 @@ def test_production_definitions_load_nothing_of_the_local_stand_ins() -> None:
     assert loaded.stdout.strip() == "[]"
 
 
-def test_the_local_definitions_are_the_production_ones_with_emulator_resources() -> None:
-    env = {"PATH": "/usr/bin:/bin", "HOME": "/tmp"}
-    script = (
-        "from hatch_pipeline import definitions as prod\n"
-        "from hatch_pipeline.local import definitions as local\n"
-        "keys = lambda d: sorted(k.to_user_string() for k in d.resolve_all_asset_keys())\n"
-        "print(keys(prod.defs()) == keys(local.defs()), type(local.defs().resources['hatch_bigquery']).__name__)\n"
-    )
-    shown = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True)
-    assert shown.stdout.split() == ["True", "EmulatorBigQueryResource"]
-
-
 def test_no_module_uses_a_private_name_of_another() -> None:
     """A name starting with `_` belongs to its module: one that another module needs is made public, with a
     docstring that says why, so a module's public names are all that other modules lean on."""

@@ -15,7 +15,7 @@ import pytest
 from google.api_core import exceptions
 from google.cloud import bigquery
 
-from hatch_pipeline.local.services import bigquery_client
+from hatch_pipeline.google_clients import bigquery_client
 from hatch_pipeline.warehouse import LoadFailed, ParquetReplaced, RowsOutsideDays, is_transient
 from hatch_pipeline_tests.support.bigquery_proxy import BigQueryProxy
 from hatch_pipeline_tests.support.gcp_fixtures import LocalGcp

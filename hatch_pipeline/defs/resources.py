@@ -12,13 +12,14 @@ from urllib.parse import urlsplit
 
 import dagster as dg
 from dagster_gcp import BigQueryResource, GCSResource
-from google.cloud import storage
+from google.cloud import bigquery, storage
 from pydantic import Field, PrivateAttr
 
 from hatch_pipeline.contract import OutputFormat
 from hatch_pipeline.export_api.client import ExportRetry, HatchExportClient
 from hatch_pipeline.export_api.gcs_ledger import GcsLedgerStore
 from hatch_pipeline.export_api.ledger import LedgerStore, LocalLedgerStore, RateLedger, organization_key
+from hatch_pipeline.google_clients import bigquery_client
 from hatch_pipeline.settings import DEFAULT_API_BASE_URL, Settings
 from hatch_pipeline.storage.store import ObjectStore
 
@@ -175,9 +176,23 @@ class HatchStorageResource(GCSResource):
 
 
 class HatchBigQueryResource(BigQueryResource):
-    """dagster-gcp's BigQueryResource plus the dataset that holds one table per data source."""
+    """dagster-gcp's BigQueryResource plus the dataset that holds one table per data source, and a local emulator
+    in place of Google when `emulator_host` is set (as Google's storage client does for STORAGE_EMULATOR_HOST)."""
 
     dataset: str = Field(default="hatch", description="Dataset holding one table per data source (HATCH_BQ_DATASET).")
+    emulator_host: str | None = Field(
+        default=None,
+        description="host:port of a local BigQuery emulator, reached with anonymous credentials "
+        "(BIGQUERY_EMULATOR_HOST); unset: Google, with Application Default Credentials.",
+    )
+
+    @contextmanager
+    def get_client(self) -> Iterator[bigquery.Client]:
+        if self.emulator_host is None:
+            with super().get_client() as client:
+                yield client
+        else:
+            yield bigquery_client(self.project or "", self.location or "US", self.emulator_host)
 
 
 def pipeline_resources(settings: Settings) -> dict[str, dg.ConfigurableResource[Any]]:
@@ -192,5 +207,6 @@ def pipeline_resources(settings: Settings) -> dict[str, dg.ConfigurableResource[
             project=dg.EnvVar("HATCH_BQ_PROJECT"),
             location=settings.bq_location,
             dataset=settings.bq_dataset,
+            emulator_host=settings.bigquery_emulator_host,
         ),
     }

@@ -1,10 +1,10 @@
 """`dagster dev` on this machine, for the demo, the README's screenshot and the end-to-end tests.
 
 `dagster dev` runs the webserver and the daemon as two processes on one instance (DAGSTER_HOME), both talking to
-one code server that loads the local definitions; the daemon launches the runs. `running_dagster` starts it in a
-process group of its own and returns once the webserver serves GraphQL, the code location has loaded and every
-daemon the instance needs has reported a heartbeat; it stops every process `dagster dev` started (webserver,
-daemon, code server, run workers and their step processes) when the block ends.
+one code server that loads the project's definitions (at the emulators the environment names); the daemon launches
+the runs. `running_dagster` starts it in a process group of its own and returns once the webserver serves GraphQL,
+the code location has loaded and every daemon the instance needs has reported a heartbeat; it stops every process
+`dagster dev` started (webserver, daemon, code server, run workers and their step processes) when the block ends.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import httpx
 
 from hatch_pipeline.local.processes import ServiceStartError, free_port, running_service, venv_executable
 
-LOCAL_DEFINITIONS: Final = "hatch_pipeline.local.definitions"
+DEFINITIONS_MODULE: Final = "hatch_pipeline.definitions"
 """The module `dagster dev -m` loads; it also names the code location."""
 REPOSITORY: Final = "__repository__"
 """The repository name Dagster gives the one `Definitions` object of a module."""
@@ -55,7 +55,7 @@ class DagsterWebserver:
     """A running Dagster webserver, and the selectors of the code location it serves."""
 
     url: str
-    location: str = LOCAL_DEFINITIONS
+    location: str = DEFINITIONS_MODULE
     repository: str = REPOSITORY
 
     def graphql(self, document: str, variables: Mapping[str, object] | None = None) -> dict[str, Any]:
@@ -94,8 +94,8 @@ class DagsterWebserver:
 
 
 def dagster_dev_command(host: str, port: int) -> list[str]:
-    """`dagster dev` serving the local definitions on host:port."""
-    return [str(venv_executable("dagster")), "dev", "-m", LOCAL_DEFINITIONS, "-h", host, "-p", str(port)]
+    """`dagster dev` serving the project's definitions on host:port."""
+    return [str(venv_executable("dagster")), "dev", "-m", DEFINITIONS_MODULE, "-h", host, "-p", str(port)]
 
 
 @contextmanager

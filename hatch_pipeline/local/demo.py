@@ -21,17 +21,12 @@ from pathlib import Path
 from typing import Final
 
 from hatch_pipeline.contract import DATA_SOURCES
-from hatch_pipeline.local.dagster_dev import LOCAL_DEFINITIONS, dagster_dev_command
+from hatch_pipeline.google_clients import bigquery_client, storage_client
+from hatch_pipeline.local.dagster_dev import DEFINITIONS_MODULE, dagster_dev_command
 from hatch_pipeline.local.processes import venv_executable
 from hatch_pipeline.local.sandbox.data import DEFAULT_API_KEY, SandboxConfig
 from hatch_pipeline.local.sandbox.server import AccessRecord, SandboxServer
-from hatch_pipeline.local.services import (
-    bigquery_client,
-    bigquery_emulator,
-    gcs_emulator,
-    gcs_local_root,
-    storage_client,
-)
+from hatch_pipeline.local.services import bigquery_emulator, gcs_emulator, gcs_local_root
 from hatch_pipeline.warehouse import rows_by_day
 
 DEMO_EXPORT_INTERVAL_SECONDS: Final = 1.0
@@ -158,7 +153,7 @@ def materialize_command(first: date, last: date, select: str = "group:hatch") ->
         "asset",
         "materialize",
         "-m",
-        LOCAL_DEFINITIONS,
+        DEFINITIONS_MODULE,
         "--select",
         select,
         "--partition-range",

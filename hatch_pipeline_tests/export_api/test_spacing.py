@@ -20,9 +20,9 @@ from hatch_pipeline.contract import DataSource, ExportWindow
 from hatch_pipeline.export_api.client import HatchExportClient
 from hatch_pipeline.export_api.gcs_ledger import GcsLedgerStore
 from hatch_pipeline.export_api.ledger import RateLedger, organization_key
+from hatch_pipeline.google_clients import storage_client
 from hatch_pipeline.local.sandbox.data import DEFAULT_API_KEY
 from hatch_pipeline.local.sandbox.server import SandboxServer
-from hatch_pipeline.local.services import storage_client
 from hatch_pipeline_tests.export_api.test_client import logged
 from hatch_pipeline_tests.support.gcp_fixtures import LocalGcp
 

@@ -15,15 +15,9 @@ from google.cloud import bigquery
 from google.cloud.storage import Blob, Bucket
 from google.cloud.storage import Client as StorageClient
 
+from hatch_pipeline.google_clients import bigquery_client, emulator_url, storage_client
 from hatch_pipeline.local.processes import ServiceStartError
-from hatch_pipeline.local.services import (
-    bigquery_client,
-    bigquery_emulator,
-    emulator_url,
-    gcs_emulator,
-    gcs_local_root,
-    storage_client,
-)
+from hatch_pipeline.local.services import bigquery_emulator, gcs_emulator, gcs_local_root
 from hatch_pipeline.storage.store import ObjectStore
 from hatch_pipeline_tests.support.gcp_fixtures import LocalGcp
 

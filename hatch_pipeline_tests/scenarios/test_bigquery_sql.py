@@ -23,7 +23,7 @@ from zetasql.core.exceptions import ServerError
 from zetasql.core.local_service import ZetaSqlLocalService
 
 from hatch_pipeline.contract import DataSource
-from hatch_pipeline.local.services import bigquery_client
+from hatch_pipeline.google_clients import bigquery_client
 from hatch_pipeline.schemas import LINEAGE_COLUMNS, SCHEMAS, column_dtypes
 from hatch_pipeline.stages.bigquery import table_spec
 from hatch_pipeline.warehouse import bigquery_columns, days_with_repeated_ids, rows_by_day

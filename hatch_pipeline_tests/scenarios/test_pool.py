@@ -51,7 +51,7 @@ def hatch_daily_job() -> dg.JobDefinition:
     The definitions are lazy: every step process builds them afresh, from the HATCH_* variables the test pointed at
     its sandbox and emulators.
     """
-    from hatch_pipeline.local import definitions
+    from hatch_pipeline import definitions
 
     return definitions.defs().resolve_job_def(DAILY_JOB_NAME)
 
@@ -165,7 +165,7 @@ def start_load(source: DataSource, day: date) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [
             str(venv_executable("dagster")),
-            *("asset", "materialize", "-m", "hatch_pipeline.local.definitions"),
+            *("asset", "materialize", "-m", "hatch_pipeline.definitions"),
             *("--select", bigquery_key(source).to_user_string(), "--partition", day.isoformat()),
         ],
         stdout=subprocess.PIPE,

@@ -33,9 +33,8 @@ from hatch_pipeline.contract import ExportWindow
 from hatch_pipeline.defs.assets import build_source_assets
 from hatch_pipeline.defs.checks import build_source_checks
 from hatch_pipeline.defs.partitions import daily_partitions, range_tags
-from hatch_pipeline.defs.resources import HatchExportResource, HatchStorageResource
+from hatch_pipeline.defs.resources import HatchBigQueryResource, HatchExportResource, HatchStorageResource
 from hatch_pipeline.export_api.ledger import LedgerState, LedgerStore
-from hatch_pipeline.local.resources import EmulatorBigQueryResource
 from hatch_pipeline.settings import Settings
 from hatch_pipeline_tests.support.pipeline_fixtures import SOURCES, Pipeline, keys_of
 
@@ -102,7 +101,7 @@ def fault_matrix_job() -> dg.JobDefinition:
         resources={
             "hatch_api": SlowLedgerExportResource.configure_at_launch(),
             "hatch_storage": HatchStorageResource.configure_at_launch(),
-            "hatch_bigquery": EmulatorBigQueryResource.configure_at_launch(),
+            "hatch_bigquery": HatchBigQueryResource.configure_at_launch(),
         },
     )
     return defs.resolve_job_def(JOB_NAME)

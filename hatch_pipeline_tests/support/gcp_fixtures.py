@@ -17,7 +17,8 @@ from google.cloud import bigquery
 from google.cloud.storage import Bucket
 from google.cloud.storage import Client as StorageClient
 
-from hatch_pipeline.local.services import bigquery_client, bigquery_emulator, gcs_emulator, storage_client
+from hatch_pipeline.google_clients import bigquery_client, storage_client
+from hatch_pipeline.local.services import bigquery_emulator, gcs_emulator
 
 GCP_PROJECT = "hatch-local"
 BQ_LOCATION = "US"

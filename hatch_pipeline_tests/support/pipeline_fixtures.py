@@ -27,12 +27,11 @@ from hatch_pipeline.defs.assets import build_source_assets
 from hatch_pipeline.defs.checks import build_source_checks
 from hatch_pipeline.defs.constants import bigquery_key, parquet_key, raw_key
 from hatch_pipeline.defs.partitions import daily_partitions, range_tags
-from hatch_pipeline.defs.resources import HatchExportResource, HatchStorageResource
+from hatch_pipeline.defs.resources import HatchBigQueryResource, HatchExportResource, HatchStorageResource
+from hatch_pipeline.google_clients import bigquery_client
 from hatch_pipeline.local.demo import PROJECT_ROOT
-from hatch_pipeline.local.resources import EmulatorBigQueryResource
 from hatch_pipeline.local.sandbox.data import DEFAULT_API_KEY, SandboxConfig
 from hatch_pipeline.local.sandbox.server import SandboxServer
-from hatch_pipeline.local.services import bigquery_client
 from hatch_pipeline.settings import Settings
 from hatch_pipeline_tests.support.gcp_fixtures import LocalGcp
 
@@ -73,7 +72,7 @@ class Pipeline:
                 **api_options,
             ),
             "hatch_storage": HatchStorageResource(project=self.local_gcp.project, bucket=self.bucket),
-            "hatch_bigquery": EmulatorBigQueryResource(
+            "hatch_bigquery": HatchBigQueryResource(
                 project=self.local_gcp.project,
                 location=self.local_gcp.location,
                 dataset=self.dataset,

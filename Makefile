@@ -3,7 +3,7 @@ SHELL := /bin/bash
 UV := $(or $(shell command -v uv 2>/dev/null),$(CURDIR)/.tools/bin/uv)
 RUN := $(UV) run --frozen
 
-.PHONY: install demo screenshot test lint typecheck unit validate bench
+.PHONY: install postgresql demo screenshot test lint typecheck unit validate bench
 
 $(CURDIR)/.tools/bin/uv:
 	python3 -m venv .tools
@@ -22,8 +22,13 @@ screenshot: install
 	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
 	$(RUN) hatch-pipeline screenshot --output docs/asset-graph.png
 
+## PostgreSQL for the production-topology tests (hatch_pipeline_tests/e2e): Debian's package where it is missing
+## (apt-get: run as root, as on the project's machines). The tests start a cluster of their own; no service is used.
+postgresql:
+	ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || (apt-get update && apt-get install -y postgresql)
+
 ## The test command (CI runs exactly this): lint, types, definitions, tests.
-test: install lint typecheck validate unit
+test: install postgresql lint typecheck validate unit
 
 lint:
 	$(RUN) ruff check .

@@ -52,7 +52,8 @@ def test_the_production_instance_keeps_the_project_sections_of_the_local_one() -
     assert {name: deployed[name] for name in PROJECT_SECTIONS} == {name: local[name] for name in PROJECT_SECTIONS}
     assert deployed["concurrency"]["pools"] == local["concurrency"]["pools"]
     assert deployed["run_coordinator"]["class"] == "QueuedRunCoordinator"
-    database = deployed["storage"]["postgres"]["postgres_db"]
+    database = dict(deployed["storage"]["postgres"]["postgres_db"])
+    assert database.pop("scheme") == "postgresql+psycopg2", "the driver dagster-postgres installs"
     assert all(set(value) == {"env"} for value in database.values()), "the database is reached through env vars"
 
 
@@ -77,6 +78,7 @@ def test_the_helm_values_render_the_same_instance_sections() -> None:
     assert snake_keys(daemon["runMonitoring"]) == deployed["run_monitoring"]
     assert daemon["runCoordinator"]["type"] == "QueuedRunCoordinator"
     assert values["runLauncher"]["type"] == "K8sRunLauncher"
+    assert values["postgresql"]["postgresqlScheme"] == deployed["storage"]["postgres"]["postgres_db"]["scheme"]
 
 
 def test_every_artifact_serves_the_production_definitions() -> None:

@@ -1,8 +1,9 @@
-"""A deployment on this machine, as an operator runs one: `dagster dev` (the webserver and the daemon, in their own
-processes) on a fresh DAGSTER_HOME holding the project's dagster.yaml, loading `hatch_pipeline.definitions`
-against its own sandbox of the API, bucket and dataset in the session's emulators. Tests talk to it only as a user
-would: over the webserver's GraphQL API (see graphql.py), and by looking at the vendor's access log, the bucket
-and the tables.
+"""A deployment on this machine in the process layout of Kubernetes, as an operator runs one (support/deployment.py):
+PostgreSQL, a code server (`dagster api grpc`) from an environment installed as the Dockerfile installs the image,
+and the webserver and the daemon as processes of their own, on deploy/dagster.yaml (run queue, pools, run retries,
+run monitoring), loading `hatch_pipeline.definitions` against its own sandbox of the API, bucket and dataset in the
+session's emulators. Tests talk to it only as a user would: over the webserver's GraphQL API (see graphql.py), and
+by looking at the vendor's access log, the bucket and the tables.
 
 One deployment per test module: its tests share the instance and run in the order they are written. Both schedules
 are set to tick 12 hours away and the catch-up sensor starts stopped, so nothing runs that a test did not start.
@@ -23,9 +24,15 @@ from google.cloud.storage import Client as StorageClient
 
 from hatch_pipeline.contract import ExportWindow
 from hatch_pipeline.defs.constants import SENSOR_NAME
-from hatch_pipeline.local.dagster_dev import DEFINITIONS_MODULE, DagsterWebserver, running_dagster
+from hatch_pipeline.local.dagster_dev import DEFINITIONS_MODULE, DagsterWebserver
 from hatch_pipeline.local.processes import venv_executable
 from hatch_pipeline.local.sandbox.data import SandboxConfig
+from hatch_pipeline_tests.support.deployment import (
+    deployed_environment,
+    postgres_server,
+    running_deployment,
+    use_production_instance,
+)
 from hatch_pipeline_tests.support.gcp_fixtures import LocalGcp
 from hatch_pipeline_tests.support.pipeline_fixtures import ROWS_PER_DAY, Pipeline, isolated_pipeline
 
@@ -99,7 +106,10 @@ def deployment(
             HATCH_SCHEDULE_CRON=f"{later.minute} {later.hour} * * *",
             HATCH_FRESH_BY=later.strftime("%H:%M"),
         )
-        # The catch-up sensor would land the whole partition set by itself the moment the daemon starts.
-        stop_before_the_daemon_starts(SENSOR_NAME, env, dagster_home)
-        with running_dagster(env, dagster_home) as webserver:
-            yield Deployment(webserver, pipeline, days, missing, env, later)
+        with postgres_server() as postgres:
+            env = {**env, **postgres.env()}
+            use_production_instance(dagster_home)
+            # The catch-up sensor would land the whole partition set by itself the moment the daemon starts.
+            stop_before_the_daemon_starts(SENSOR_NAME, env, dagster_home)
+            with running_deployment(env, dagster_home, deployed_environment()) as webserver:
+                yield Deployment(webserver, pipeline, days, missing, env, later)

@@ -407,3 +407,76 @@ def _run(found: Mapping[str, Any]) -> Run:
         tags={tag["key"]: tag["value"] for tag in found["tags"]},
         assets=frozenset(dg.AssetKey(key["path"]) for key in found["assetSelection"] or []),
     )
+
+
+def run_event_types(webserver: DagsterWebserver, run_id: str) -> list[str]:
+    """The kinds of a run's events in order (RunEnqueuedEvent, RunDequeuedEvent, RunStartingEvent, ...), as the
+    run's page lists them."""
+    data = webserver.graphql(
+        """query($id: ID!) {
+          logsForRun(runId: $id, limit: 10000) {
+            __typename
+            ... on EventConnection { events { __typename } }
+            ... on PythonError { message }
+          }
+        }""",
+        {"id": run_id},
+    )
+    found = data["logsForRun"]
+    if found["__typename"] != "EventConnection":
+        raise AssertionError(f"no events for run {run_id}: {found}")
+    return [event["__typename"] for event in found["events"]]
+
+
+@dataclass(frozen=True)
+class Topology:
+    instance_info: str
+    """The instance's configuration as Settings > Configuration shows it (storage, run coordinator, launcher)."""
+    location_metadata: Mapping[str, str]
+    """How the webserver reaches the code location: host and port for a gRPC server, a module for one it runs."""
+
+
+def topology(webserver: DagsterWebserver) -> Topology:
+    data = webserver.graphql(
+        """query {
+          instance { info }
+          workspaceOrError {
+            ... on Workspace { locationEntries { name displayMetadata { key value } } }
+          }
+        }"""
+    )
+    [entry] = [entry for entry in data["workspaceOrError"]["locationEntries"] if entry["name"] == webserver.location]
+    metadata = {item["key"]: item["value"] for item in entry["displayMetadata"]}
+    return Topology(data["instance"]["info"] or "", metadata)
+
+
+def step_span(webserver: DagsterWebserver, run_id: str, step_key: str) -> tuple[float, float]:
+    """When a run's step started and ended (seconds since the epoch), from the events on the run's page."""
+    data = webserver.graphql(
+        """query($id: ID!) {
+          logsForRun(runId: $id, limit: 10000) {
+            ... on EventConnection {
+              events { __typename ... on MessageEvent { stepKey timestamp } }
+            }
+          }
+        }""",
+        {"id": run_id},
+    )
+    ends = {"ExecutionStepSuccessEvent", "ExecutionStepFailureEvent"}
+    times = {
+        event["__typename"]: int(event["timestamp"]) / 1000
+        for event in data["logsForRun"]["events"]
+        if event.get("stepKey") == step_key and event["__typename"] in {"ExecutionStepStartEvent", *ends}
+    }
+    [end] = [times[kind] for kind in ends if kind in times]
+    return times["ExecutionStepStartEvent"], end
+
+
+def pool_limit(webserver: DagsterWebserver, pool: str) -> int | None:
+    """The pool's limit as Deployment > Concurrency shows it: what the instance's database holds."""
+    data = webserver.graphql(
+        """query($pool: String!) { instance { concurrencyLimit(concurrencyKey: $pool) { limit } } }""",
+        {"pool": pool},
+    )
+    limit: int | None = data["instance"]["concurrencyLimit"]["limit"]
+    return limit

@@ -12,6 +12,7 @@ import polars as pl
 import pytest
 from google.cloud import bigquery
 
+from hatch_pipeline.contract import ExportWindow
 from hatch_pipeline.defs.checks import ROWS_MATCH_PARQUET
 from hatch_pipeline.defs.constants import (
     AUTOMATION_SENSOR_NAME,
@@ -26,6 +27,7 @@ from hatch_pipeline.defs.constants import (
     SENSOR_NAME,
     SENSOR_NAME_TAG,
     bigquery_key,
+    bigquery_pool,
     parquet_key,
     raw_key,
 )
@@ -45,9 +47,13 @@ from hatch_pipeline_tests.e2e.graphql import (
     launch_backfill,
     launch_run,
     materializations,
+    pool_limit,
     run,
+    run_event_types,
     runs,
     start_sensor,
+    step_span,
+    topology,
     wait_for,
     wait_for_backfill,
     wait_for_run,
@@ -78,6 +84,19 @@ def rows_per_day(table: pl.DataFrame, days: Iterable[date]) -> dict[date, int]:
     return {day: counts.get(day, 0) for day in days}
 
 
+def test_the_deployment_keeps_its_instance_in_postgresql_and_reaches_its_code_over_grpc(deployment: Deployment) -> None:
+    """What an operator reads in Settings > Configuration and on the code location: not the laptop's SQLite and
+    in-process code, but the production instance file's storage and queue, and a code server of its own."""
+    found = topology(deployment.webserver)
+
+    assert "PostgresRunStorage" in found.instance_info
+    assert "PostgresEventLogStorage" in found.instance_info
+    assert "QueuedRunCoordinator" in found.instance_info
+    assert "SqliteRunStorage" not in found.instance_info
+    assert {"host", "port"} <= set(found.location_metadata), found.location_metadata
+    assert "module_name" not in found.location_metadata
+
+
 def test_a_backfill_of_every_hatch_asset_becomes_one_range_run_that_lands_every_row(deployment: Deployment) -> None:
     webserver, pipeline, days = deployment.webserver, deployment.pipeline, deployment.days
     assets = group_assets(webserver, GROUP)
@@ -91,6 +110,9 @@ def test_a_backfill_of_every_hatch_asset_becomes_one_range_run_that_lands_every_
     [run] = runs(webserver, {BACKFILL_TAG: backfill_id})
     assert run.status == "SUCCESS"
     assert run.assets == set(assets)
+    # The run queue: the backfill's run waited in the queue until the daemon launched it.
+    lifecycle = ("RunEnqueuedEvent", "RunStartingEvent", "RunStartEvent", "RunSuccessEvent")
+    assert [kind for kind in run_event_types(webserver, run.run_id) if kind in lifecycle] == list(lifecycle)
     range_tags = (run.tags[PARTITION_RANGE_START_TAG], run.tags[PARTITION_RANGE_END_TAG])
     assert range_tags == (days.start.isoformat(), days.end.isoformat())
     # What the vendor saw: one export per source for the whole range, spaced as the ledger promises.
@@ -116,6 +138,34 @@ def test_a_backfill_of_every_hatch_asset_becomes_one_range_run_that_lands_every_
     ]
     assert {(execution.asset, execution.check) for execution in executed} == defined
     assert [execution for execution in executed if execution.status != "SUCCEEDED"] == []
+
+
+def test_two_backfills_over_overlapping_days_load_the_table_one_at_a_time_and_leave_it_exact(
+    deployment: Deployment,
+) -> None:
+    """Two operators backfill overlapping days of one source at once. Both range runs start (the queue allows ten),
+    but the source's BigQuery steps take turns: the pool's limit lives in the instance's PostgreSQL, shared by the
+    daemon and every run worker. The days are stored already, so neither run exports."""
+    webserver, pipeline, days = deployment.webserver, deployment.pipeline, deployment.days
+    source = SOURCES[0]
+    keys = [raw_key(source), parquet_key(source), bigquery_key(source)]
+    overlap = days.start + timedelta(days=4)
+    windows = [ExportWindow(days.start, overlap + timedelta(days=4)), ExportWindow(overlap, days.end)]
+    exports_before = len(pipeline.exports())
+
+    assert pool_limit(webserver, bigquery_pool(source)) == 1
+    backfill_ids = [launch_backfill(webserver, keys, window) for window in windows]
+    for backfill_id in backfill_ids:
+        assert wait_for_backfill(webserver, backfill_id).status == "COMPLETED_SUCCESS"
+
+    launched = [run for backfill_id in backfill_ids for run in runs(webserver, {BACKFILL_TAG: backfill_id})]
+    assert [run.status for run in launched] == ["SUCCESS", "SUCCESS"]
+    step = bigquery_key(source).to_python_identifier()
+    (_, first_end), (second_start, _) = sorted(step_span(webserver, run.run_id, step) for run in launched)
+    assert first_end <= second_start, "the two loads of one table overlapped"
+    assert len(pipeline.exports()) == exports_before, "stored days were exported again"
+    served = {day: rows_on_day(day, pipeline.sandbox.config) for day in days.dates()}
+    assert rows_per_day(pipeline.table(source), days.dates()) == served
 
 
 def test_the_catch_up_sensor_lands_exactly_the_missing_days_in_one_range_run_then_requests_nothing(

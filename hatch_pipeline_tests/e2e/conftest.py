@@ -27,6 +27,7 @@ from hatch_pipeline.defs.constants import SENSOR_NAME
 from hatch_pipeline.local.dagster_dev import DEFINITIONS_MODULE, DagsterWebserver
 from hatch_pipeline.local.processes import venv_executable
 from hatch_pipeline.local.sandbox.data import SandboxConfig
+from hatch_pipeline_tests.support.bigquery_proxy import BigQueryProxy
 from hatch_pipeline_tests.support.deployment import (
     deployed_environment,
     postgres_server,
@@ -57,6 +58,9 @@ class Deployment:
     missing: ExportWindow
     """From HATCH_FIRST_PARTITION to the day before `days`: in the partition set, but no test lands them until the
     catch-up sensor does."""
+    bigquery: BigQueryProxy
+    """Between the deployment and the BigQuery emulator: it can hold load transactions, so a test sees which
+    loads are in BigQuery together (bqemulator runs one job at a time)."""
     env: Mapping[str, str]
     """The environment of every Dagster process of the deployment (the HATCH_* settings among it)."""
     schedules_at: time
@@ -95,7 +99,10 @@ def deployment(
         # A day without rows inside the range: the tables must show it as empty, not borrow rows from neighbours.
         empty_days=frozenset({days.start + timedelta(days=4)}),
     )
-    with isolated_pipeline(local_gcp, gcs_client, bq_client, sandbox) as pipeline:
+    with (
+        isolated_pipeline(local_gcp, gcs_client, bq_client, sandbox) as pipeline,
+        BigQueryProxy(local_gcp.bigquery_endpoint) as bigquery,
+    ):
         dagster_home = tmp_path_factory.mktemp("dagster-home")
         env = pipeline.cli_env(
             dagster_home,
@@ -105,6 +112,7 @@ def deployment(
             HATCH_EXPORT_GUARD_SECONDS=str(EXPORT_GUARD_SECONDS),
             HATCH_SCHEDULE_CRON=f"{later.minute} {later.hour} * * *",
             HATCH_FRESH_BY=later.strftime("%H:%M"),
+            BIGQUERY_EMULATOR_HOST=bigquery.endpoint,
         )
         with postgres_server() as postgres:
             env = {**env, **postgres.env()}
@@ -112,4 +120,4 @@ def deployment(
             # The catch-up sensor would land the whole partition set by itself the moment the daemon starts.
             stop_before_the_daemon_starts(SENSOR_NAME, env, dagster_home)
             with running_deployment(env, dagster_home, deployed_environment()) as webserver:
-                yield Deployment(webserver, pipeline, days, missing, env, later)
+                yield Deployment(webserver, pipeline, days, missing, bigquery, env, later)

@@ -450,33 +450,20 @@ def topology(webserver: DagsterWebserver) -> Topology:
     return Topology(data["instance"]["info"] or "", metadata)
 
 
-def step_span(webserver: DagsterWebserver, run_id: str, step_key: str) -> tuple[float, float]:
-    """When a run's step started and ended (seconds since the epoch), from the events on the run's page."""
+@dataclass(frozen=True)
+class Pool:
+    limit: int | None
+    pending_steps: int
+    """Steps waiting for one of the pool's slots, as Deployment > Concurrency counts them."""
+
+
+def pool(webserver: DagsterWebserver, name: str) -> Pool:
+    """The pool as Deployment > Concurrency shows it: what the instance's database holds."""
     data = webserver.graphql(
-        """query($id: ID!) {
-          logsForRun(runId: $id, limit: 10000) {
-            ... on EventConnection {
-              events { __typename ... on MessageEvent { stepKey timestamp } }
-            }
-          }
+        """query($pool: String!) {
+          instance { concurrencyLimit(concurrencyKey: $pool) { limit pendingStepCount } }
         }""",
-        {"id": run_id},
+        {"pool": name},
     )
-    ends = {"ExecutionStepSuccessEvent", "ExecutionStepFailureEvent"}
-    times = {
-        event["__typename"]: int(event["timestamp"]) / 1000
-        for event in data["logsForRun"]["events"]
-        if event.get("stepKey") == step_key and event["__typename"] in {"ExecutionStepStartEvent", *ends}
-    }
-    [end] = [times[kind] for kind in ends if kind in times]
-    return times["ExecutionStepStartEvent"], end
-
-
-def pool_limit(webserver: DagsterWebserver, pool: str) -> int | None:
-    """The pool's limit as Deployment > Concurrency shows it: what the instance's database holds."""
-    data = webserver.graphql(
-        """query($pool: String!) { instance { concurrencyLimit(concurrencyKey: $pool) { limit } } }""",
-        {"pool": pool},
-    )
-    limit: int | None = data["instance"]["concurrencyLimit"]["limit"]
-    return limit
+    found = data["instance"]["concurrencyLimit"]
+    return Pool(found["limit"], found["pendingStepCount"])

@@ -47,12 +47,11 @@ from hatch_pipeline_tests.e2e.graphql import (
     launch_backfill,
     launch_run,
     materializations,
-    pool_limit,
+    pool,
     run,
     run_event_types,
     runs,
     start_sensor,
-    step_span,
     topology,
     wait_for,
     wait_for_backfill,
@@ -64,6 +63,8 @@ from hatch_pipeline_tests.support.pipeline_fixtures import SOURCES, Pipeline, ke
 pytestmark = pytest.mark.e2e
 
 BACKFILL_TAG = "dagster/backfill"
+POOL_WAIT_SECONDS = 240.0
+"""Long enough for the second run to reach its BigQuery step on a busy machine; without the pool it never waits."""
 AUTOMATION_CONDITION_TAG = "dagster/from_automation_condition"
 """Dagster's tag on the runs an automation condition sensor launches (its constant is private)."""
 
@@ -145,24 +146,33 @@ def test_two_backfills_over_overlapping_days_load_the_table_one_at_a_time_and_le
 ) -> None:
     """Two operators backfill overlapping days of one source at once. Both range runs start (the queue allows ten),
     but the source's BigQuery steps take turns: the pool's limit lives in the instance's PostgreSQL, shared by the
-    daemon and every run worker. The days are stored already, so neither run exports."""
+    daemon and every run worker. While BigQuery holds the first load's transaction (the proxy keeps it), the other
+    load waits for the pool's slot instead of reaching BigQuery. The days are stored already: neither run exports."""
     webserver, pipeline, days = deployment.webserver, deployment.pipeline, deployment.days
+    bigquery = deployment.bigquery
     source = SOURCES[0]
     keys = [raw_key(source), parquet_key(source), bigquery_key(source)]
     overlap = days.start + timedelta(days=4)
     windows = [ExportWindow(days.start, overlap + timedelta(days=4)), ExportWindow(overlap, days.end)]
-    exports_before = len(pipeline.exports())
+    exports_before, loads_before = len(pipeline.exports()), len(bigquery.transactions)
 
-    assert pool_limit(webserver, bigquery_pool(source)) == 1
-    backfill_ids = [launch_backfill(webserver, keys, window) for window in windows]
+    assert pool(webserver, bigquery_pool(source)).limit == 1
+    with bigquery.holding_transactions():
+        backfill_ids = [launch_backfill(webserver, keys, window) for window in windows]
+        bigquery.wait_for_in_flight(1)
+        wait_for(
+            "the second load waiting for the pool's slot",
+            lambda: pool(webserver, bigquery_pool(source)),
+            lambda found: found.pending_steps >= 1,
+            timeout=POOL_WAIT_SECONDS,
+        )
+        assert len(bigquery.transactions) == loads_before + 1, "a second load of the table reached BigQuery"
     for backfill_id in backfill_ids:
         assert wait_for_backfill(webserver, backfill_id).status == "COMPLETED_SUCCESS"
 
     launched = [run for backfill_id in backfill_ids for run in runs(webserver, {BACKFILL_TAG: backfill_id})]
     assert [run.status for run in launched] == ["SUCCESS", "SUCCESS"]
-    step = bigquery_key(source).to_python_identifier()
-    (_, first_end), (second_start, _) = sorted(step_span(webserver, run.run_id, step) for run in launched)
-    assert first_end <= second_start, "the two loads of one table overlapped"
+    assert len(bigquery.transactions) == loads_before + 2
     assert len(pipeline.exports()) == exports_before, "stored days were exported again"
     served = {day: rows_on_day(day, pipeline.sandbox.config) for day in days.dates()}
     assert rows_per_day(pipeline.table(source), days.dates()) == served

@@ -46,7 +46,8 @@ unit:
 ## Reproducible measurements against baselines and peers run beside them (ratios, never asserts); a few minutes.
 ## The bench group (dlt, a peer measured beside ours) is installed here only: make test never needs it.
 bench: $(UV)
-	$(UV) sync --frozen --group bench
+	$(UV) sync --frozen --group deploy --group bench
 	$(UV) run --frozen --group bench python -m benchmarks.parse_memory
 	$(UV) run --frozen --group bench python -m benchmarks.range_calls
 	$(UV) run --frozen --group bench python -m benchmarks.backfill_exports
+	$(UV) run --frozen --group bench python -m benchmarks.ledger_senders

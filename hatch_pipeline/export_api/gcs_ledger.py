@@ -57,6 +57,9 @@ class GcsLedgerStore:
         self.prefix = prefix.strip("/")
         self.max_attempts = max_attempts
         self._sleep = sleep
+        self.conflicts = 0
+        """Writes that met another writer's (a 412) and were applied again to the fresh state, since creation: how
+        contended the ledger object is (benchmarks/ledger_senders.py reports it per admission)."""
 
     def __repr__(self) -> str:
         return f"GcsLedgerStore(gs://{self.bucket}/{self.prefix})"
@@ -84,6 +87,7 @@ class GcsLedgerStore:
                     if_generation_match=generation,
                 )
             except PreconditionFailed:
+                self.conflicts += 1
                 # Someone else wrote since our read (or our own write landed, see above): back off a little
                 # (jittered, so racers spread out) and redo.
                 self._sleep(random.uniform(0, min(_BACKOFF_CAP_SECONDS, _BACKOFF_BASE_SECONDS * 2**attempt)))

@@ -57,12 +57,15 @@ from hatch_pipeline_tests.e2e.graphql import (
     wait_for_backfill,
     wait_for_run,
 )
+from hatch_pipeline_tests.support.deployment import kill_run_workers
 from hatch_pipeline_tests.support.gcp_fixtures import LocalGcp
 from hatch_pipeline_tests.support.pipeline_fixtures import SOURCES, Pipeline, keys_of
 
 pytestmark = pytest.mark.e2e
 
 BACKFILL_TAG = "dagster/backfill"
+PARENT_RUN_TAG = "dagster/parent_run_id"
+RETRY_NUMBER_TAG = "dagster/retry_number"
 POOL_WAIT_SECONDS = 240.0
 """Long enough for the second run to reach its BigQuery step on a busy machine; without the pool it never waits."""
 AUTOMATION_CONDITION_TAG = "dagster/from_automation_condition"
@@ -176,6 +179,36 @@ def test_two_backfills_over_overlapping_days_load_the_table_one_at_a_time_and_le
     assert len(pipeline.exports()) == exports_before, "stored days were exported again"
     served = {day: rows_on_day(day, pipeline.sandbox.config) for day in days.dates()}
     assert rows_per_day(pipeline.table(source), days.dates()) == served
+
+
+def test_a_run_whose_pod_dies_is_failed_retried_and_lands_its_range_without_exporting_again(
+    deployment: Deployment,
+) -> None:
+    """A range run's pod dies (its worker and step processes get SIGKILL) while its BigQuery step holds the table's
+    pool slot. The code server marks the run failed; run retries re-execute it from the failure; run monitoring gives
+    the dead run's slot back, without which the retry's BigQuery step would wait for good. The retry lands the
+    range, and the vendor sees no export: the days were stored before the pod died."""
+    webserver, pipeline, days = deployment.webserver, deployment.pipeline, deployment.days
+    bigquery = deployment.bigquery
+    source = SOURCES[1]
+    window = ExportWindow(days.start, days.start + timedelta(days=2))
+    keys = [raw_key(source), parquet_key(source), bigquery_key(source)]
+    tags = {PARTITION_RANGE_START_TAG: window.start.isoformat(), PARTITION_RANGE_END_TAG: window.end.isoformat()}
+    exports_before = len(pipeline.exports())
+
+    with bigquery.holding_transactions():
+        run_id = launch_run(webserver, ASSET_JOB, keys, tags)
+        bigquery.wait_for_in_flight(1)  # the run's BigQuery step holds the pool's slot
+        killed = kill_run_workers(topology(webserver).location_metadata["port"])
+    assert killed, "the run had a worker process"
+
+    assert wait_for_run(webserver, run_id).status == "FAILURE"
+    [retry] = wait_for("the run's retry", lambda: runs(webserver, {PARENT_RUN_TAG: run_id}), bool)
+    assert retry.tags[RETRY_NUMBER_TAG] == "1"
+    assert wait_for_run(webserver, retry.run_id).status == "SUCCESS"
+    assert len(pipeline.exports()) == exports_before, "stored days were exported again"
+    served = {day: rows_on_day(day, pipeline.sandbox.config) for day in window.dates()}
+    assert rows_per_day(pipeline.table(source), window.dates()) == served
 
 
 def test_the_catch_up_sensor_lands_exactly_the_missing_days_in_one_range_run_then_requests_nothing(

@@ -12,11 +12,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
 import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -162,3 +164,47 @@ def running_deployment(env: Mapping[str, str], dagster_home: Path, venv: Path) -
                 )
             )
         yield webserver
+
+
+def _processes() -> dict[int, tuple[int, list[str]]]:
+    """Every process on the machine: its parent and its arguments (from /proc)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue  # it ended meanwhile
+        parent = int(stat[stat.rindex(")") + 2 :].split()[1])
+        found[int(entry.name)] = (parent, argv)
+    return found
+
+
+def _serves_grpc_on(argv: list[str], port: str) -> bool:
+    """`dagster api grpc ... -p PORT`, however the console script was started."""
+    return {"api", "grpc"} <= set(argv) and "-p" in argv and argv[argv.index("-p") + 1 :][:1] == [port]
+
+
+def kill_run_workers(grpc_port: str) -> list[int]:
+    """SIGKILL to every run worker of the code server listening on `grpc_port`, and to their step processes, as
+    when a run's pod dies; the processes killed. A worker is a process the code server spawned for a run (the
+    multiprocessing resource tracker it also starts is left alone)."""
+    processes = _processes()
+    servers = [pid for pid, (_, argv) in processes.items() if _serves_grpc_on(argv, grpc_port)]
+    if len(servers) != 1:
+        raise AssertionError(f"not one code server on port {grpc_port}: {servers}")
+    [server] = servers
+    workers = [
+        pid
+        for pid, (parent, argv) in processes.items()
+        if parent == server and not any("resource_tracker" in arg for arg in argv)
+    ]
+    doomed = list(workers)
+    for pid in doomed:  # grows while it is walked: the steps of each worker, then theirs
+        doomed += [child for child, (parent, _) in processes.items() if parent == pid]
+    for pid in doomed:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return doomed

@@ -410,7 +410,7 @@ def _run(found: Mapping[str, Any]) -> Run:
 
 
 def run_event_types(webserver: DagsterWebserver, run_id: str) -> list[str]:
-    """The kinds of a run's events in order (RunEnqueuedEvent, RunDequeuedEvent, RunStartingEvent, ...), as the
+    """The kinds of a run's events in order (RunEnqueuedEvent, RunStartingEvent, RunStartEvent, ...), as the
     run's page lists them."""
     data = webserver.graphql(
         """query($id: ID!) {

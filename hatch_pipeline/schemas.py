@@ -108,6 +108,44 @@ LINEAGE_DTYPES: Final[Mapping[str, pl.DataType]] = MappingProxyType(
 )
 
 
+COLUMN_DESCRIPTIONS: Final[Mapping[str, str]] = MappingProxyType(
+    {
+        "organization_id": "Hatch organization the record belongs to.",
+        "organization_name": "Name of that organization.",
+        "workspace_id": "Hatch workspace within the organization.",
+        "workspace_name": "Name of that workspace.",
+        "contact_history_id": "Identifier of this contact-history record (the natural id; one row per version).",
+        "campaign_id": "Campaign the contact is enrolled in.",
+        "campaign_name": "Name of that campaign.",
+        "current_lead_source": "Where the lead came from, as last set.",
+        "hatch_contact_id": "Hatch's identifier of the contact.",
+        "contact_status": "Status of the contact in the campaign.",
+        "campaign_stage": "Stage of the contact in the campaign.",
+        "sales_value": "Sales value attributed to the contact (money, as the vendor sent it).",
+        "opted_out": "Whether the contact opted out of messages.",
+        "email": "Contact's email address, as the vendor sent it.",
+        "phone": "Contact's phone number, kept as text (leading zeros and + preserved).",
+        "updated_at": "When the record last changed at Hatch (UTC).",
+        "id": "Identifier of this conversation item (the natural id; one row per version).",
+        "conversation_id": "Conversation the item belongs to.",
+        "contact_id": "Contact the conversation is with.",
+        "actor_type": "Who acted: contact, user, AI agent or system, as the vendor names it.",
+        "actor_id": "Identifier of that actor.",
+        "category": "Kind of item, as the vendor categorizes it.",
+        "type": "Type of item (message, call, note, ...), as the vendor names it.",
+        "direction": "Inbound or outbound.",
+        "body": "Text of the item, as the vendor sent it.",
+        "delivery_status": "Delivery status of an outbound message.",
+        "created_at": "When the item was created at Hatch (UTC).",
+        "_export_date": "Lineage: the day (in HATCH_TIMEZONE) the row belongs to; the table's partition.",
+        "_source_file": "Lineage: gs:// URI of the stored export ZIP the row was parsed from.",
+        "_loaded_at": "Lineage: when the pipeline parsed the row (UTC).",
+    }
+)
+"""What each documented and lineage column means: shown in the Dagster catalog and on the BigQuery table."""
+VENDOR_COLUMN_DESCRIPTION: Final = "Added by the vendor after this pipeline documented the source; kept as text."
+
+
 def column_dtypes(source: DataSource, columns: Sequence[str]) -> dict[str, pl.DataType]:
     """The Parquet type of each named column: documented ones as typed above, lineage as added by the parser,
     and every other (vendor-added) column as text."""

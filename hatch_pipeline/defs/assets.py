@@ -17,6 +17,7 @@ from pydantic import Field
 
 from hatch_pipeline.contract import DataSource, ExportWindow, contiguous_windows
 from hatch_pipeline.defs.automation import FOLLOWS_UPSTREAM
+from hatch_pipeline.defs.catalog import COLUMN_SCHEMA, ROW_COUNT, TABLE_NAME, URI, column_schema, table_metadata
 from hatch_pipeline.defs.constants import (
     ACCEPT_SHRINK_TAG,
     API_POOL,
@@ -240,6 +241,20 @@ def build_source_assets(
                 # Yielded, not logged: events logged by a step that then raises are dropped by Dagster.
                 yield from _landed_before_pause(source, paused)
                 raise _pause(context, paused, hatch_api.max_quota_pauses, refetch) from paused
+        # Each day says which stored ZIP holds it and whether this run exported it; the range's figures follow.
+        add_day_metadata(
+            context,
+            {
+                day: {
+                    URI: landed.zip_uri,
+                    "export": "exported" if landed.exported else "reused",
+                    "window": str(landed.window),
+                }
+                for landed in landing.windows
+                for day in landed.window.dates()
+                if days.start <= day <= days.end
+            },
+        )
         context.log.info(
             f"{source} {days}: {landing.exports} export(s), {len(landing.exported)} window(s) exported, "
             f"{len(landing.reused)} stored window(s) reused"
@@ -285,6 +300,7 @@ def build_source_assets(
         backfill_policy=dg.BackfillPolicy.single_run(),
         automation_condition=FOLLOWS_UPSTREAM,
         owners=OWNERS,
+        metadata=table_metadata(source),
     )
     def parquet(context: AssetExecutionContext, hatch_storage: HatchStorageResource) -> dg.MaterializeResult:
         days = run_days(context)
@@ -305,10 +321,10 @@ def build_source_assets(
             context,
             {
                 day: {
-                    "rows": record.rows,
+                    ROW_COUNT: record.rows,
                     "rows_dated_outside_window": record.clamped_rows,
                     "rows_undated": record.undated_rows,
-                    "file": store.uri(record.file) if record.file else None,
+                    URI: store.uri(record.file) if record.file else None,
                 }
                 for day, record in build.days.items()
             },
@@ -319,7 +335,8 @@ def build_source_assets(
                 "range_rows": sum(build.rows_by_day.values()),
                 "raw_rows_read": build.raw_rows,
                 "raw_zips_read": dg.MetadataValue.json(list(build.raw_files)),
-                "columns": dg.MetadataValue.json(list(build.columns)),
+                # The columns this build found: the documented ones plus any the vendor added since.
+                **({COLUMN_SCHEMA: column_schema(source, list(build.columns))} if build.columns else {}),
                 # Vendor columns whose JSON values were numbers, booleans or objects: stored as text regardless.
                 "vendor_columns_kept_as_text": dg.MetadataValue.json(build.text_columns),
                 "manifest": build.manifest,
@@ -345,6 +362,7 @@ def build_source_assets(
         partitions_def=partitions_def,
         backfill_policy=dg.BackfillPolicy.single_run(),
         owners=OWNERS,
+        metadata=table_metadata(source),
     )
     @_retry_only_transient
     def bigquery(
@@ -363,10 +381,10 @@ def build_source_assets(
                 run_id=context.run.run_id,
                 log=context.log.warning,
             )
-        add_day_metadata(context, {day: {"rows": rows} for day, rows in load.rows_by_day.items()})
+        add_day_metadata(context, {day: {ROW_COUNT: rows} for day, rows in load.rows_by_day.items()})
         return dg.MaterializeResult(
             metadata={
-                "table": load.table,
+                TABLE_NAME: load.table,
                 "range": str(days),
                 "range_rows": sum(load.rows_by_day.values()),
                 "added_columns": dg.MetadataValue.json(list(load.added_columns)),

@@ -20,6 +20,7 @@ from google.cloud.storage import Client as StorageClient
 
 from hatch_pipeline.contract import DataSource, ExportWindow
 from hatch_pipeline.defs import build_definitions
+from hatch_pipeline.defs.catalog import ROW_COUNT
 from hatch_pipeline.defs.checks import (
     COLUMNS_MATCH_SCHEMA,
     ONE_ROW_PER_ID,
@@ -81,7 +82,7 @@ def test_day_counts_show_per_partition_and_every_check_passes(pipeline: Pipeline
             filter_ = dg.AssetRecordsFilter(asset_key=key, asset_partitions=[day.isoformat()])
             [record] = instance.fetch_materializations(filter_, limit=10).records
             metadata = record.asset_materialization.metadata if record.asset_materialization else {}
-            assert metadata["rows"] == dg.IntMetadataValue(rows), (key, day)
+            assert metadata[ROW_COUNT] == dg.IntMetadataValue(rows), (key, day)
             assert metadata["range_rows"] == dg.IntMetadataValue(ROWS_PER_DAY)
     checks = verdicts(result)
     assert {name for _, name in checks} == {

@@ -16,6 +16,7 @@ from google.cloud import bigquery
 from google.cloud.storage import Client as StorageClient
 
 from hatch_pipeline.contract import DataSource, ExportWindow, OutputFormat, earliest_allowed_day
+from hatch_pipeline.defs.catalog import ROW_COUNT
 from hatch_pipeline.defs.checks import COLUMNS_MATCH_SCHEMA, YESTERDAY_LANDED
 from hatch_pipeline.defs.constants import ACCEPT_SHRINK_TAG, REFETCH_TAG
 from hatch_pipeline.defs.resources import HatchExportResource, HatchStorageResource
@@ -46,7 +47,7 @@ def test_one_day_lands_in_bigquery_with_reconciled_counts(pipeline: Pipeline) ->
         assert table["_export_date"].unique().to_list() == [YESTERDAY]
         assert table["_source_file"].str.starts_with(f"gs://{pipeline.bucket}/hatch/raw/{source}/").all()
         materialization = result.asset_materializations_for_node(f"hatch__bigquery__{source}")[0]
-        assert materialization.metadata["rows"] == dg.IntMetadataValue(ROWS_PER_DAY)
+        assert materialization.metadata[ROW_COUNT] == dg.IntMetadataValue(ROWS_PER_DAY)
     assert sorted(pipeline.exports()) == [
         (source, YESTERDAY.isoformat(), YESTERDAY.isoformat(), 200) for source in SOURCES
     ]

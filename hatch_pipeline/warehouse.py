@@ -15,7 +15,7 @@ import re
 import secrets
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Final
 
@@ -104,6 +104,18 @@ class MissingColumns(WarehouseError):
     """The Parquet files hold columns the table lacks; `ensure_table` adds them."""
 
 
+@dataclass(frozen=True)
+class TableDocs:
+    """Descriptions and labels a table carries in BigQuery. Set when the table is created (columns added later get
+    theirs then); the view's description each time the view is replaced."""
+
+    description: str = ""
+    columns: Mapping[str, str] = field(default_factory=dict)
+    """Column name -> description; a column without one gets none."""
+    labels: Mapping[str, str] = field(default_factory=dict)
+    view_description: str = ""
+
+
 @dataclass(frozen=True, kw_only=True)
 class TableSpec:
     """Where a source's table lives and how it is laid out. Every name is checked, as it is spliced into SQL."""
@@ -113,6 +125,8 @@ class TableSpec:
     table: str
     partition_column: str = PARTITION_COLUMN
     cluster_column: str
+    docs: TableDocs = field(default_factory=lambda: TableDocs())
+    """What the table, its columns and its `_latest` view say they hold (shown in BigQuery's console and catalog)."""
 
     def __post_init__(self) -> None:
         _check_project_and_dataset(self.project, self.dataset)
@@ -305,7 +319,9 @@ def ensure_table(client: bigquery.Client, spec: TableSpec, columns: Mapping[str,
     never dropped or retyped: a column whose type changed raises `SchemaConflict`.
     """
     _check_columns(spec, columns)
-    table = bigquery.Table(spec.table_id, schema=_schema(columns))
+    table = bigquery.Table(spec.table_id, schema=_schema(columns, spec.docs.columns))
+    table.description = spec.docs.description or None
+    table.labels = dict(spec.docs.labels)
     table.time_partitioning = bigquery.TimePartitioning(
         type_=bigquery.TimePartitioningType.DAY, field=spec.partition_column
     )
@@ -486,6 +502,11 @@ FROM (
 )
 WHERE `_latest_rank` = 1""",
     )
+    if spec.docs.view_description:
+        # Set after each CREATE OR REPLACE, which starts the view without one.
+        view = client.get_table(spec.latest_view.table_id)
+        view.description = spec.docs.view_description
+        client.update_table(view, ["description"])
 
 
 class _JobRunner:
@@ -582,7 +603,7 @@ def _staging_table(client: bigquery.Client, spec: TableSpec, group: ParquetGroup
     """An empty table with the group's columns beside the target for the duration of the block, dropped afterwards."""
     staging = spec.staging(run_id)
     hive_columns = dict.fromkeys(group.hive_keys, "STRING")
-    table = bigquery.Table(staging.table_id, schema=_schema({**group.columns, **hive_columns}))
+    table = bigquery.Table(staging.table_id, schema=_schema({**group.columns, **hive_columns}, {}))
     table.expires = datetime.now(UTC) + _STAGING_EXPIRY  # BigQuery's safety net if the drop below never runs
     client.create_table(table)  # bqemulator cannot load into a table that does not exist yet
     try:
@@ -615,8 +636,14 @@ def _run_query(
     return client.query(sql, job_config=bigquery.QueryJobConfig(query_parameters=list(parameters))).result()
 
 
-def _schema(columns: Mapping[str, str]) -> list[bigquery.SchemaField]:
-    return [bigquery.SchemaField(name, kind, mode="NULLABLE") for name, kind in columns.items()]
+def _schema(columns: Mapping[str, str], descriptions: Mapping[str, str]) -> list[bigquery.SchemaField]:
+    return [_field(name, kind, descriptions.get(name)) for name, kind in columns.items()]
+
+
+def _field(name: str, kind: str, description: str | None) -> bigquery.SchemaField:
+    if description is None:
+        return bigquery.SchemaField(name, kind, mode="NULLABLE")
+    return bigquery.SchemaField(name, kind, mode="NULLABLE", description=description)
 
 
 def _check_partitioning(table: bigquery.Table, spec: TableSpec) -> None:

@@ -137,7 +137,12 @@ def test_bigquery_columns_names_the_column_it_cannot_map() -> None:
     [("table", "t`; DROP TABLE x; --"), ("dataset", "d.e"), ("project", "p`"), ("cluster_column", "a b")],
 )
 def test_table_spec_refuses_names_that_could_inject_sql(field: str, value: str) -> None:
-    names = {"project": "hatch-local", "dataset": "hatch", "table": "contact_history", "cluster_column": "id"}
+    names: dict[str, Any] = {
+        "project": "hatch-local",
+        "dataset": "hatch",
+        "table": "contact_history",
+        "cluster_column": "id",
+    }
     with pytest.raises(ValueError, match="not a"):
         TableSpec(**{**names, field: value})
 

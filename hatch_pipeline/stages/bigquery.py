@@ -12,7 +12,7 @@ from google.cloud import bigquery
 
 from hatch_pipeline import warehouse
 from hatch_pipeline.contract import DataSource, ExportWindow
-from hatch_pipeline.schemas import LINEAGE_COLUMNS, SCHEMAS, column_dtypes
+from hatch_pipeline.schemas import COLUMN_DESCRIPTIONS, LINEAGE_COLUMNS, SCHEMAS, column_dtypes
 from hatch_pipeline.stages.common import MissingUpstream, NothingToLand, quiet
 from hatch_pipeline.storage.keys import parquet_manifests_prefix, parquet_prefix
 from hatch_pipeline.storage.manifests import DayRecord, published_records
@@ -46,9 +46,20 @@ class BigQueryLoad:
 
 
 def table_spec(source: DataSource, project: str, dataset: str) -> warehouse.TableSpec:
-    return warehouse.TableSpec(
-        project=project, dataset=dataset, table=source, cluster_column=SCHEMAS[source].natural_id
+    """The source's table, documented: column descriptions from schemas.py, and where the rows come from."""
+    natural_id = SCHEMAS[source].natural_id
+    docs = warehouse.TableDocs(
+        description=(
+            f"Hatch {source} as the Bulk Export API delivers it, landed by hatch_pipeline: one partition per day "
+            f"(_export_date, in HATCH_TIMEZONE), every version of a record; {source}_latest keeps the newest."
+        ),
+        columns=COLUMN_DESCRIPTIONS,
+        labels={"source": source, "pipeline": "hatch_pipeline"},
+        view_description=(
+            f"The newest row of each {natural_id} in {source} (by {SCHEMAS[source].date_column}, then export day)."
+        ),
     )
+    return warehouse.TableSpec(project=project, dataset=dataset, table=source, cluster_column=natural_id, docs=docs)
 
 
 LOAD_ATTEMPTS: Final = 3

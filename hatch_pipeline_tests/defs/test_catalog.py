@@ -73,3 +73,23 @@ def test_the_tables_assets_declare_their_documented_columns_with_types() -> None
         names = [column.name for column in schema.columns]
         assert names == [*SCHEMAS[SOURCE].columns, *LINEAGE_COLUMNS]
         assert {column.name: column.type for column in schema.columns}["created_at"] == "TIMESTAMP"
+
+
+def test_the_warehouse_documents_the_table_its_columns_and_its_latest_view(
+    pipeline: Pipeline, bq_client: bigquery.Client
+) -> None:
+    """What an analyst sees in BigQuery's console, read through the official client: each documented and lineage
+    column's description, the table's description and labels, and the view's description, which the second load
+    (it replaces the view) sets again."""
+    for _ in range(2):
+        pipeline.materialize(YESTERDAY, YESTERDAY, keys_of(sources=[SOURCE]))
+
+    table = bq_client.get_table(f"{pipeline.local_gcp.project}.{pipeline.dataset}.{SOURCE}")
+    described = {field.name: field.description for field in table.schema}
+    assert {name: described.get(name) for name in [*SCHEMAS[SOURCE].columns, *LINEAGE_COLUMNS]} == {
+        name: COLUMN_DESCRIPTIONS[name] for name in [*SCHEMAS[SOURCE].columns, *LINEAGE_COLUMNS]
+    }
+    assert table.labels == {"source": SOURCE, "pipeline": "hatch_pipeline"}
+    assert table.description and "Bulk Export API" in table.description
+    view = bq_client.get_table(f"{pipeline.local_gcp.project}.{pipeline.dataset}.{SOURCE}_latest")
+    assert view.description and view.description.startswith("The newest row of each id")

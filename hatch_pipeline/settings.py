@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, time
 from typing import Final, TypeVar, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -66,6 +66,9 @@ class Settings:
     schedule_cron: str = DEFAULT_SCHEDULE_CRON
     lookback_days: int = DEFAULT_LOOKBACK_DAYS
     fresh_by: str = DEFAULT_FRESH_BY
+    alert_webhook: str | None = field(default=None, repr=False)
+    """HATCH_ALERT_WEBHOOK: where a failed run posts its alert (off when unset). Kept out of repr: a webhook URL
+    holds its own secret."""
     contact_history_date_column: str | None = None
     conversation_items_date_column: str | None = None
 
@@ -107,6 +110,7 @@ class Settings:
             schedule_cron=get("HATCH_SCHEDULE_CRON") or defaults.schedule_cron,
             lookback_days=_number("HATCH_LOOKBACK_DAYS", get("HATCH_LOOKBACK_DAYS"), defaults.lookback_days, int),
             fresh_by=get("HATCH_FRESH_BY") or defaults.fresh_by,
+            alert_webhook=get("HATCH_ALERT_WEBHOOK"),
             contact_history_date_column=get("HATCH_CONTACT_HISTORY_DATE_COLUMN"),
             conversation_items_date_column=get("HATCH_CONVERSATION_ITEMS_DATE_COLUMN"),
         )

@@ -8,6 +8,7 @@ from typing import Any
 import dagster as dg
 
 from hatch_pipeline.contract import DATA_SOURCES
+from hatch_pipeline.defs.alerts import failure_alert_sensor
 from hatch_pipeline.defs.assets import build_source_assets
 from hatch_pipeline.defs.automation import automation_sensor
 from hatch_pipeline.defs.checks import build_source_checks
@@ -24,6 +25,7 @@ def build_definitions(settings: Settings, resources: Mapping[str, Any]) -> dg.De
     partitions = daily_partitions(settings)
     job = daily_job()
     audit = checks_job()
+    alert = failure_alert_sensor(settings)
     return dg.Definitions(
         assets=[
             asset
@@ -33,6 +35,6 @@ def build_definitions(settings: Settings, resources: Mapping[str, Any]) -> dg.De
         asset_checks=[check for source in DATA_SOURCES for check in build_source_checks(source, settings)],
         jobs=[job, audit],
         schedules=[daily_schedule(settings, job), checks_schedule(settings, audit)],
-        sensors=[catch_up_sensor(settings, job, partitions), automation_sensor()],
+        sensors=[catch_up_sensor(settings, job, partitions), automation_sensor(), *([alert] if alert else [])],
         resources=dict(resources),
     )

@@ -112,9 +112,10 @@ def run_demo(*, ui_port: int, days: int, serve_ui: bool) -> int:
         _report(first, yesterday, demo.sandbox.access_log, demo.bq_endpoint, demo.home)
         if not serve_ui:
             return 0
-        print(f"\nDagster UI: http://127.0.0.1:{ui_port} (Ctrl-C stops the demo)", flush=True)
+        ui_log = demo.home / "dagster.log"
+        print(f"\nDagster UI: http://127.0.0.1:{ui_port} (Ctrl-C stops the demo; Dagster's log: {ui_log})", flush=True)
         try:
-            return subprocess.call(dagster_dev_command("127.0.0.1", ui_port), env=demo.env, cwd=demo.dagster_home)
+            return serve_quietly(dagster_dev_command("127.0.0.1", ui_port), demo.env, demo.dagster_home, ui_log)
         except KeyboardInterrupt:
             return 0
 
@@ -124,6 +125,32 @@ _PROGRESS_LINE: Final = re.compile(
 )
 """A line of Dagster's console log that a step wrote at INFO or above (the stage's own progress messages);
 Dagster's DEBUG events (hundreds per run) only go to the log file."""
+
+
+_PROBLEM_LINE: Final = re.compile(r" - (?:dagster|dagster\.[\w.]+) - (?:WARNING|ERROR|CRITICAL) - ")
+"""A line Dagster's processes log at WARNING or above (a failed run, a sensor's error): the terminal shows these."""
+
+
+def serve_quietly(command: Sequence[str], env: Mapping[str, str], cwd: Path, log_path: Path) -> int:
+    """Run `dagster dev` with its whole output in `log_path` and only its warnings and errors on the terminal: the
+    daemon's routine lines (every tick, every 30 s) and Python's beta and supersession warnings stay in the log."""
+    with (
+        log_path.open("w") as log,
+        subprocess.Popen(
+            command, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        ) as process,
+    ):
+        assert process.stdout is not None
+        for line in process.stdout:
+            log.write(line)
+            log.flush()
+            if is_problem(line):
+                print(line, end="", flush=True)
+    return process.returncode
+
+
+def is_problem(line: str) -> bool:
+    return _PROBLEM_LINE.search(line) is not None
 
 
 def run_reporting_progress(command: Sequence[str], env: Mapping[str, str], cwd: Path, log_path: Path) -> int:

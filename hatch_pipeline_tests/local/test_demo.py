@@ -1,13 +1,18 @@
 """`make demo` on a fresh folder: the sandbox and both emulators start, a range run lands both tables, the report
-says what landed. Runs the real command in a subprocess, as a user's terminal would (without the UI)."""
+says what landed. Runs the real command in a subprocess, as a user's terminal would (without the UI); and the UI's
+part of the terminal shows only warnings and errors."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from hatch_pipeline.local.demo import serve_quietly
 from hatch_pipeline.local.services import gcs_local_root
 
 
@@ -27,3 +32,28 @@ def test_the_demo_lands_both_sources_and_reports_them(tmp_path: Path) -> None:
         assert match is not None, finished.stdout
         assert int(match.group(1).replace(",", "")) > 0
     assert any((gcs_local_root(tmp_path / ".hatch_demo" / "gcs") / "hatch-demo" / "hatch" / "raw").rglob("*.zip"))
+
+
+DAGSTER_DEV_LINES = """
+import warnings
+print("2026-12-04 00:58:35 +0000 - dagster.daemon.SensorDaemon - INFO - Checking for new runs for sensor")
+print("2026-12-04 00:58:36 +0000 - dagster.daemon - INFO - Instance is configured with the following daemons")
+warnings.warn("The `dagster dev` command is superseded by `dg dev`", FutureWarning)
+print("2026-12-04 00:58:40 +0000 - dagster - ERROR - hatch_daily - 70a5e897 - RUN_FAILURE - Execution failed.")
+print("2026-12-04 00:58:41 +0000 - dagster.daemon.SensorDaemon - WARNING - Sensor hatch_catch_up timed out")
+"""
+
+
+def test_the_ui_keeps_routine_lines_in_its_log_and_shows_only_warnings_and_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As `make demo` serves the UI: a process writing what `dagster dev` writes (daemon ticks, a Python warning, a
+    failed run, a sensor's warning); the terminal gets the last two, the log file everything."""
+    log = tmp_path / "dagster.log"
+
+    returncode = serve_quietly([sys.executable, "-c", DAGSTER_DEV_LINES], dict(os.environ), tmp_path, log)
+
+    shown = capsys.readouterr().out.splitlines()
+    assert returncode == 0
+    assert [line.split(" - ")[2] for line in shown] == ["ERROR", "WARNING"], shown
+    assert "superseded" in log.read_text() and "Checking for new runs" in log.read_text()

@@ -36,6 +36,7 @@ from hatch_pipeline_tests.support.deployment import (
 )
 from hatch_pipeline_tests.support.gcp_fixtures import LocalGcp
 from hatch_pipeline_tests.support.pipeline_fixtures import ROWS_PER_DAY, Pipeline, isolated_pipeline
+from hatch_pipeline_tests.support.recording_server import RecordingServer
 
 EXPORT_INTERVAL_SECONDS: Final = 1.0
 """The sandbox's and the ledger's spacing between exports: measurable at arrival, yet short enough to be fast."""
@@ -59,6 +60,8 @@ class Deployment:
     """From HATCH_FIRST_PARTITION to the day before `days`: in the partition set, but no test lands them until the
     catch-up sensor does."""
     bigquery: BigQueryProxy
+    alerts: RecordingServer
+    """The webhook HATCH_ALERT_WEBHOOK names: what the failure-alert sensor posted."""
     """Between the deployment and the BigQuery emulator: it can hold load transactions, so a test sees which
     loads are in BigQuery together (bqemulator runs one job at a time)."""
     env: Mapping[str, str]
@@ -102,6 +105,7 @@ def deployment(
     with (
         isolated_pipeline(local_gcp, gcs_client, bq_client, sandbox) as pipeline,
         BigQueryProxy(local_gcp.bigquery_endpoint) as bigquery,
+        RecordingServer() as alerts,
     ):
         dagster_home = tmp_path_factory.mktemp("dagster-home")
         env = pipeline.cli_env(
@@ -113,6 +117,7 @@ def deployment(
             HATCH_SCHEDULE_CRON=f"{later.minute} {later.hour} * * *",
             HATCH_FRESH_BY=later.strftime("%H:%M"),
             BIGQUERY_EMULATOR_HOST=bigquery.endpoint,
+            HATCH_ALERT_WEBHOOK=alerts.url,
         )
         with postgres_server() as postgres:
             env = {**env, **postgres.env()}
@@ -120,4 +125,4 @@ def deployment(
             # The catch-up sensor would land the whole partition set by itself the moment the daemon starts.
             stop_before_the_daemon_starts(SENSOR_NAME, env, dagster_home)
             with running_deployment(env, dagster_home, deployed_environment()) as webserver:
-                yield Deployment(webserver, pipeline, days, missing, bigquery, env, later)
+                yield Deployment(webserver, pipeline, days, missing, bigquery, alerts, env, later)

@@ -187,7 +187,8 @@ def test_a_run_whose_pod_dies_is_failed_retried_and_lands_its_range_without_expo
     """A range run's pod dies (its worker and step processes get SIGKILL) while its BigQuery step holds the table's
     pool slot. The code server marks the run failed; run retries re-execute it from the failure; run monitoring gives
     the dead run's slot back, without which the retry's BigQuery step would wait for good. The retry lands the
-    range, and the vendor sees no export: the days were stored before the pod died."""
+    range, and the vendor sees no export: the days were stored before the pod died. The failure alert reaches the
+    operators' webhook once."""
     webserver, pipeline, days = deployment.webserver, deployment.pipeline, deployment.days
     bigquery = deployment.bigquery
     source = SOURCES[1]
@@ -209,6 +210,14 @@ def test_a_run_whose_pod_dies_is_failed_retried_and_lands_its_range_without_expo
     assert len(pipeline.exports()) == exports_before, "stored days were exported again"
     served = {day: rows_on_day(day, pipeline.sandbox.config) for day in window.dates()}
     assert rows_per_day(pipeline.table(source), window.dates()) == served
+    # The failure-alert sensor (HATCH_ALERT_WEBHOOK is set) told the operators once, naming the run and its days.
+    [alert] = wait_for(
+        "the failure alert",
+        lambda: [message for message in deployment.alerts.received if run_id[:8] in message["text"]],
+        bool,
+    )
+    assert f"{window.start.isoformat()}..{window.end.isoformat()}" in alert["text"], alert
+    assert DEFAULT_API_KEY not in alert["text"]
 
 
 def test_the_catch_up_sensor_lands_exactly_the_missing_days_in_one_range_run_then_requests_nothing(

@@ -16,11 +16,11 @@ install: $(UV)
 demo: install
 	$(RUN) hatch-pipeline demo
 
-## The README's picture of the asset graph (docs/asset-graph.png), taken from the demo with headless Chromium.
+## The README's pictures (docs/asset-graph.png, docs/bigquery-asset.png), taken from the demo with headless Chromium.
 ## Debian's chromium package is installed first when it is missing (apt-get: run as root, as on the project's machines).
 screenshot: install
 	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
-	$(RUN) hatch-pipeline screenshot --output docs/asset-graph.png
+	$(RUN) hatch-pipeline screenshot --output docs/asset-graph.png --asset-output docs/bigquery-asset.png
 
 ## PostgreSQL for the production-topology tests (hatch_pipeline_tests/e2e): Debian's package where it is missing
 ## (apt-get: run as root, as on the project's machines). The tests start a cluster of their own; no service is used.

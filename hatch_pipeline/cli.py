@@ -38,6 +38,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "screenshot", help="photograph the demo's asset graph with headless Chromium (the README's picture)"
     )
     screenshot.add_argument("--output", type=Path, default=Path("docs/asset-graph.png"), help="PNG to write")
+    screenshot.add_argument(
+        "--asset-output",
+        type=Path,
+        default=Path("docs/bigquery-asset.png"),
+        help="PNG of the hatch/bigquery/contact_history page (Columns, Row count)",
+    )
     screenshot.add_argument("--days", type=int, default=14, help="how many recent days to land first")
 
     plan = commands.add_parser("plan", help="show the export windows a backfill would use (sends no request)")
@@ -58,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "screenshot":
             from hatch_pipeline.local.screenshot import take_screenshot
 
-            return take_screenshot(args.output, days=args.days)
+            return take_screenshot(args.output, days=args.days, asset_output=args.asset_output)
         if args.command == "plan":
             return _plan(args.source, args.start, args.end)
         return _doctor()

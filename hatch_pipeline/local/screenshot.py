@@ -1,7 +1,8 @@
-"""`make screenshot`: the README's picture of the asset graph, taken from the running demo.
+"""`make screenshot`: the README's pictures, taken from the running demo: the asset graph, and the page of
+`hatch/bigquery/contact_history` with its Columns and Row count.
 
 Starts the demo's stand-ins in a temporary folder, lands the last few days with the Dagster CLI, serves the UI
-with `dagster dev`, and photographs the asset graph with headless Chromium (Debian's `chromium` package). On a
+with `dagster dev`, and photographs both pages with headless Chromium (Debian's `chromium` package). On a
 fresh instance the UI first shows a "Join the Dagster community" dialog; the `setNuxSeen` mutation (what its
 "Skip" button sends) marks it seen on the instance, so the picture shows the graph.
 """
@@ -35,8 +36,13 @@ def chromium_executable() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-def take_screenshot(output: Path, *, days: int) -> int:
-    """Write the asset graph of the demo, after landing `days` days, to `output` (PNG); 0 on success."""
+ASSET_PAGE: Final = "/assets/hatch/bigquery/contact_history"
+"""The asset page the README shows: the catalog's Columns (with descriptions) and Row count of a table."""
+
+
+def take_screenshot(output: Path, *, days: int, asset_output: Path | None = None) -> int:
+    """Write the asset graph of the demo, after landing `days` days, to `output`, and the BigQuery asset's page to
+    `asset_output` (PNGs); 0 on success."""
     browser = chromium_executable()
     if browser is None:
         print(CHROMIUM_MISSING, file=sys.stderr)
@@ -53,29 +59,37 @@ def take_screenshot(output: Path, *, days: int) -> int:
         if returncode != 0:
             print("The run failed; its last lines are above.", file=sys.stderr)
             return returncode
-        print("Serving the Dagster UI and taking the picture ...", flush=True)
+        print("Serving the Dagster UI and taking the pictures ...", flush=True)
         with running_dagster(demo.env, demo.dagster_home) as webserver:
             webserver.graphql("mutation { setNuxSeen }")
-            output.parent.mkdir(parents=True, exist_ok=True)
-            shot = subprocess.run(
-                [
-                    browser,
-                    "--headless",
-                    "--no-sandbox",  # Chromium refuses to run as root with its sandbox on
-                    "--disable-gpu",
-                    "--hide-scrollbars",
-                    f"--user-data-dir={Path(folder) / 'chromium'}",
-                    f"--window-size={WINDOW_SIZE}",
-                    f"--virtual-time-budget={RENDER_BUDGET_MILLISECONDS}",
-                    f"--screenshot={output.resolve()}",
-                    f"{webserver.url}/asset-groups",
-                ],
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-    if shot.returncode != 0 or not output.is_file():
-        print(f"Chromium failed; its output ends with:\n{shot.stderr[-_OUTPUT_TAIL_CHARS:]}", file=sys.stderr)
-        return shot.returncode or 1
-    print(f"Wrote {output}", flush=True)
+            pictures = {output: "/asset-groups", **({asset_output: ASSET_PAGE} if asset_output else {})}
+            for path, page in pictures.items():
+                shot = photograph(browser, f"{webserver.url}{page}", path, Path(folder) / "chromium")
+                if shot.returncode != 0 or not path.is_file():
+                    print(
+                        f"Chromium failed; its output ends with:\n{shot.stderr[-_OUTPUT_TAIL_CHARS:]}", file=sys.stderr
+                    )
+                    return shot.returncode or 1
+                print(f"Wrote {path}", flush=True)
     return 0
+
+
+def photograph(browser: str, url: str, output: Path, profile: Path) -> subprocess.CompletedProcess[str]:
+    output.parent.mkdir(parents=True, exist_ok=True)
+    return subprocess.run(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",  # Chromium refuses to run as root with its sandbox on
+            "--disable-gpu",
+            "--hide-scrollbars",
+            f"--user-data-dir={profile}",
+            f"--window-size={WINDOW_SIZE}",
+            f"--virtual-time-budget={RENDER_BUDGET_MILLISECONDS}",
+            f"--screenshot={output.resolve()}",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )

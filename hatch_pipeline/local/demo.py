@@ -129,6 +129,9 @@ Dagster's DEBUG events (hundreds per run) only go to the log file."""
 
 _PROBLEM_LINE: Final = re.compile(r" - (?:dagster|dagster\.[\w.]+) - (?:WARNING|ERROR|CRITICAL) - ")
 """A line Dagster's processes log at WARNING or above (a failed run, a sensor's error): the terminal shows these."""
+_ROUTINE_WARNINGS: Final = ("No cursor for event type",)
+"""Warnings Dagster logs every time on a fresh instance (the event log consumer's first start): log file only."""
+_COLOUR: Final = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def serve_quietly(command: Sequence[str], env: Mapping[str, str], cwd: Path, log_path: Path) -> int:
@@ -150,7 +153,8 @@ def serve_quietly(command: Sequence[str], env: Mapping[str, str], cwd: Path, log
 
 
 def is_problem(line: str) -> bool:
-    return _PROBLEM_LINE.search(line) is not None
+    plain = _COLOUR.sub("", line)
+    return _PROBLEM_LINE.search(plain) is not None and not any(known in plain for known in _ROUTINE_WARNINGS)
 
 
 def run_reporting_progress(command: Sequence[str], env: Mapping[str, str], cwd: Path, log_path: Path) -> int:

@@ -40,7 +40,8 @@ print("2026-12-04 00:58:35 +0000 - dagster.daemon.SensorDaemon - INFO - Checking
 print("2026-12-04 00:58:36 +0000 - dagster.daemon - INFO - Instance is configured with the following daemons")
 warnings.warn("The `dagster dev` command is superseded by `dg dev`", FutureWarning)
 print("2026-12-04 00:58:40 +0000 - dagster - ERROR - hatch_daily - 70a5e897 - RUN_FAILURE - Execution failed.")
-print("2026-12-04 00:58:41 +0000 - dagster.daemon.SensorDaemon - WARNING - Sensor hatch_catch_up timed out")
+print("2026-12-04 00:58:36 +0000 - dagster.daemon - \x1b[34mWARNING\x1b[0m - No cursor for event type RUN_FAILURE")
+print("2026-12-04 00:58:41 +0000 - dagster.daemon - \x1b[34mWARNING\x1b[0m - Sensor hatch_catch_up timed out")
 """
 
 
@@ -48,12 +49,13 @@ def test_the_ui_keeps_routine_lines_in_its_log_and_shows_only_warnings_and_error
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """As `make demo` serves the UI: a process writing what `dagster dev` writes (daemon ticks, a Python warning, a
-    failed run, a sensor's warning); the terminal gets the last two, the log file everything."""
+    failed run, the routine warning of a fresh instance, a sensor's warning, coloured as Dagster colours them); the
+    terminal gets the failed run and the sensor's warning, the log file everything."""
     log = tmp_path / "dagster.log"
 
     returncode = serve_quietly([sys.executable, "-c", DAGSTER_DEV_LINES], dict(os.environ), tmp_path, log)
 
     shown = capsys.readouterr().out.splitlines()
     assert returncode == 0
-    assert [line.split(" - ")[2] for line in shown] == ["ERROR", "WARNING"], shown
+    assert ["RUN_FAILURE" in shown[0], "timed out" in shown[1], len(shown)] == [True, True, 2], shown
     assert "superseded" in log.read_text() and "Checking for new runs" in log.read_text()

@@ -13,7 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -134,9 +134,10 @@ _ROUTINE_WARNINGS: Final = ("No cursor for event type",)
 _COLOUR: Final = re.compile(r"\x1b\[[0-9;]*m")
 
 
-def serve_quietly(command: Sequence[str], env: Mapping[str, str], cwd: Path, log_path: Path) -> int:
-    """Run `dagster dev` with its whole output in `log_path` and only its warnings and errors on the terminal: the
-    daemon's routine lines (every tick, every 30 s) and Python's beta and supersession warnings stay in the log."""
+def run_logged(
+    command: Sequence[str], env: Mapping[str, str], cwd: Path, log_path: Path, shown: Callable[[str], str | None]
+) -> int:
+    """Run `command` with its whole output in `log_path`; print what `shown` makes of each line (None: nothing)."""
     with (
         log_path.open("w") as log,
         subprocess.Popen(
@@ -147,9 +148,16 @@ def serve_quietly(command: Sequence[str], env: Mapping[str, str], cwd: Path, log
         for line in process.stdout:
             log.write(line)
             log.flush()
-            if is_problem(line):
-                print(line, end="", flush=True)
+            text = shown(line)
+            if text is not None:
+                print(text, flush=True)
     return process.returncode
+
+
+def serve_quietly(command: Sequence[str], env: Mapping[str, str], cwd: Path, log_path: Path) -> int:
+    """Run `dagster dev` with its whole output in `log_path` and only its warnings and errors on the terminal: the
+    daemon's routine lines (every tick, every 30 s) and Python's beta and supersession warnings stay in the log."""
+    return run_logged(command, env, cwd, log_path, lambda line: line.rstrip("\n") if is_problem(line) else None)
 
 
 def is_problem(line: str) -> bool:
@@ -160,21 +168,15 @@ def is_problem(line: str) -> bool:
 def run_reporting_progress(command: Sequence[str], env: Mapping[str, str], cwd: Path, log_path: Path) -> int:
     """Run `command`, keeping its whole output in `log_path` and printing only the steps' progress lines, so the
     terminal shows a short report. On failure the log's last lines are printed too."""
-    with (
-        log_path.open("w") as log,
-        subprocess.Popen(
-            command, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        ) as process,
-    ):
-        assert process.stdout is not None
-        for line in process.stdout:
-            log.write(line)
-            progress = _PROGRESS_LINE.search(line)
-            if progress and progress["step"] != "-":
-                print(f"  {progress['step']}: {progress['message']}", flush=True)
-    if process.returncode != 0:
+    returncode = run_logged(command, env, cwd, log_path, progress_of)
+    if returncode != 0:
         print("".join(log_path.read_text().splitlines(keepends=True)[-40:]), file=sys.stderr)
-    return process.returncode
+    return returncode
+
+
+def progress_of(line: str) -> str | None:
+    progress = _PROGRESS_LINE.search(line)
+    return f"  {progress['step']}: {progress['message']}" if progress and progress["step"] != "-" else None
 
 
 def materialize_command(first: date, last: date, select: str = "group:hatch") -> list[str]:

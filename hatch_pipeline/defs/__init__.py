@@ -27,14 +27,11 @@ def build_definitions(settings: Settings, resources: Mapping[str, Any]) -> dg.De
     audit = checks_job()
     alert = failure_alert_sensor(settings)
     return dg.Definitions(
-        # Each asset's page links to the function that computes it (dagster/code_references).
-        assets=dg.with_source_code_references(
-            [
-                asset
-                for source in DATA_SOURCES
-                for asset in build_source_assets(source, partitions, date_column=settings.date_column(source))
-            ]
-        ),
+        assets=[
+            asset
+            for source in DATA_SOURCES
+            for asset in build_source_assets(source, partitions, date_column=settings.date_column(source))
+        ],
         asset_checks=[check for source in DATA_SOURCES for check in build_source_checks(source, settings)],
         jobs=[job, audit],
         schedules=[daily_schedule(settings, job), checks_schedule(settings, audit)],

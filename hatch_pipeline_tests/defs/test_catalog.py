@@ -12,12 +12,10 @@ import dagster as dg
 from google.cloud import bigquery
 
 from hatch_pipeline.contract import DataSource
-from hatch_pipeline.defs import build_definitions
 from hatch_pipeline.defs.assets import build_source_assets
 from hatch_pipeline.defs.catalog import COLUMN_SCHEMA, ROW_COUNT, TABLE_NAME, URI
 from hatch_pipeline.defs.constants import bigquery_key, parquet_key, raw_key
 from hatch_pipeline.defs.partitions import daily_partitions
-from hatch_pipeline.defs.resources import pipeline_resources
 from hatch_pipeline.schemas import COLUMN_DESCRIPTIONS, LINEAGE_COLUMNS, SCHEMAS
 from hatch_pipeline.settings import Settings
 from hatch_pipeline_tests.support.pipeline_fixtures import ROWS_PER_DAY, YESTERDAY, Pipeline, keys_of
@@ -95,13 +93,3 @@ def test_the_warehouse_documents_the_table_its_columns_and_its_latest_view(
     assert table.description and "Bulk Export API" in table.description
     view = bq_client.get_table(f"{pipeline.local_gcp.project}.{pipeline.dataset}.{SOURCE}_latest")
     assert view.description and view.description.startswith("The newest row of each id")
-
-
-def test_each_asset_page_links_to_the_code_that_computes_it() -> None:
-    defs = build_definitions(Settings(), pipeline_resources(Settings()))
-
-    for source in ("contact_history", "conversation_items"):
-        for key in (raw_key(source), parquet_key(source), bigquery_key(source)):
-            [spec] = defs.resolve_assets_def(key).specs
-            [reference] = spec.metadata["dagster/code_references"].code_references
-            assert reference.file_path.endswith("hatch_pipeline/defs/assets.py"), reference

@@ -28,7 +28,6 @@ class FailedRun:
     days: str | None
     """"2026-11-01..2026-11-14", one day, or None for a run without partitions."""
     causes: Sequence[str]
-    run_url: str | None = None
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
@@ -46,9 +45,7 @@ def alert_text(failed: FailedRun, secrets: Iterable[str] = ()) -> str:
     lines = [f"hatch_pipeline: run {failed.run_id[:8]} ({failed.job}) failed{days}: {what}"]
     for cause in failed.causes or ["the run failed without a step failure (its worker died?); see the run's log"]:
         lines.append(f"- {cause[:_MAX_CAUSE_CHARS]}")
-    lines.append(
-        f"Run: {failed.run_url}" if failed.run_url else f"Open the run {failed.run_id} in the Dagster UI for its log."
-    )
+    lines.append(f"Open the run {failed.run_id} in the Dagster UI for its log.")
     return redact("\n".join(lines), secrets)
 
 

@@ -18,7 +18,7 @@ from hatch_pipeline.defs.constants import (
 from hatch_pipeline.settings import Settings
 
 
-def run_days(tags: dict[str, str]) -> str | None:
+def tagged_days(tags: dict[str, str]) -> str | None:
     """The run's days as its tags name them: a range run's first..last, or its one partition."""
     start, end = tags.get(PARTITION_RANGE_START_TAG), tags.get(PARTITION_RANGE_END_TAG)
     if start and end:
@@ -35,15 +35,15 @@ def root_cause(error: SerializableErrorInfo) -> str:
 
 def failed_run(context: dg.RunFailureSensorContext) -> FailedRun:
     run = context.dagster_run
-    failures = [event for event in context.get_step_failure_events() if event.step_failure_data.error is not None]
-    causes = [f"{event.step_key}: {root_cause(event.step_failure_data.error)}" for event in failures]  # type: ignore[arg-type]
+    failures = [(str(event.step_key), event.step_failure_data.error) for event in context.get_step_failure_events()]
+    causes = [f"{step}: {root_cause(error)}" for step, error in failures if error is not None]
     # A run of an asset job names its assets; an ad-hoc one, only the failed steps (one per asset: hatch__raw__S).
-    assets = [key.to_user_string() for key in run.asset_selection or ()] or [str(event.step_key) for event in failures]
+    assets = [key.to_user_string() for key in run.asset_selection or ()] or [step for step, _ in failures]
     return FailedRun(
         run_id=run.run_id,
         job=run.job_name,
         assets=sorted(assets),
-        days=run_days(dict(run.tags)),
+        days=tagged_days(dict(run.tags)),
         causes=causes or ([context.failure_event.message] if context.failure_event.message else []),
     )
 

@@ -47,6 +47,13 @@ def dockerfile_install_command() -> list[str]:
     return shlex.split(install)
 
 
+def dockerfile_uv_settings() -> dict[str, str]:
+    """The UV_* variables the Dockerfile's ENV lines set for that install (bytecode compiled at install, ...)."""
+    lines = re.findall(r"^ENV (.*)$", DOCKERFILE.read_text(), flags=re.MULTILINE)
+    pairs = (word.split("=", 1) for line in lines for word in shlex.split(line) if "=" in word)
+    return {name: value for name, value in pairs if name.startswith("UV_")}
+
+
 def postgres_bin() -> Path:
     """The newest PostgreSQL server installed from Debian's packages (`make test` installs it where missing)."""
     found = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"), key=lambda path: int(path.parts[-3]))
@@ -107,14 +114,15 @@ def uv_executable() -> str:
 
 
 def deployed_environment() -> Path:
-    """A virtual environment installed as the Dockerfile installs the image, reused while uv.lock is unchanged."""
+    """A virtual environment installed as the Dockerfile installs the image (its uv settings, its last `uv sync`),
+    reused while uv.lock and the Dockerfile are unchanged."""
     inputs = (PROJECT_ROOT / "uv.lock").read_bytes() + DOCKERFILE.read_bytes() + str(PROJECT_ROOT).encode()
     digest = hashlib.sha256(inputs).hexdigest()[:16]  # per checkout: the project is installed editable
     venv = Path.home() / ".cache" / "hatch-pipeline" / f"deploy-venv-{digest}"
     install = dockerfile_install_command()
     if install[0] == "uv":
         install[0] = uv_executable()
-    env = {**os.environ, "UV_PROJECT_ENVIRONMENT": str(venv)}
+    env = {**os.environ, **dockerfile_uv_settings(), "UV_PROJECT_ENVIRONMENT": str(venv)}
     env.pop("VIRTUAL_ENV", None)
     built = subprocess.run(install, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, check=False)
     if built.returncode != 0:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing.forkserver
 from collections.abc import Iterator
 
 import pytest
@@ -19,3 +20,14 @@ def sandbox() -> Iterator[SandboxServer]:
     """
     with SandboxServer() as server:
         yield server
+
+
+@pytest.fixture(autouse=True)
+def fresh_forkserver() -> Iterator[None]:
+    """Stop the forkserver a test's run started in this process (the project's executor starts steps from one).
+
+    A forkserver keeps the environment of the moment it started, so the next test's steps would read the last test's
+    HATCH_* variables (its sandbox, its bucket). A deployment starts one per run worker, i.e. per run, which is what
+    this restores. The standard library has no public way to stop it: `_stop` is what its own tests call."""
+    yield
+    multiprocessing.forkserver._forkserver._stop()  # type: ignore[attr-defined]

@@ -12,6 +12,7 @@ from hatch_pipeline.defs.alerts import failure_alert_sensor
 from hatch_pipeline.defs.assets import build_source_assets
 from hatch_pipeline.defs.automation import automation_sensor
 from hatch_pipeline.defs.checks import build_source_checks
+from hatch_pipeline.defs.executor import STEP_EXECUTOR
 from hatch_pipeline.defs.jobs import checks_job, daily_job
 from hatch_pipeline.defs.partitions import daily_partitions
 from hatch_pipeline.defs.schedules import checks_schedule, daily_schedule
@@ -37,4 +38,5 @@ def build_definitions(settings: Settings, resources: Mapping[str, Any]) -> dg.De
         schedules=[daily_schedule(settings, job), checks_schedule(settings, audit)],
         sensors=[catch_up_sensor(settings, job, partitions), automation_sensor(), *([alert] if alert else [])],
         resources=dict(resources),
+        executor=STEP_EXECUTOR,
     )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import re
 import shlex
@@ -26,13 +27,25 @@ from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
+
+from dagster_shared.yaml_utils import safe_load_yaml
 
 from hatch_pipeline.local.dagster_dev import DEFINITIONS_MODULE, STARTUP_TIMEOUT_SECONDS, DagsterWebserver
 from hatch_pipeline.local.demo import PROJECT_ROOT
 from hatch_pipeline.local.processes import ServiceStartError, free_port, running_service
 
 DEPLOY_INSTANCE: Final = PROJECT_ROOT / "deploy" / "dagster.yaml"
+TEST_INTERVALS: Final[dict[tuple[str, ...], int]] = {
+    ("run_coordinator", "config", "dequeue_interval_seconds"): 1,
+    ("run_monitoring", "poll_interval_seconds"): 2,
+    ("run_monitoring", "free_slots_after_run_end_seconds"): 2,
+}
+"""The only values of deploy/dagster.yaml the tests change: how often the daemon looks (5, 30 and 60 s deployed),
+which decides how long a test waits, not what happens."""
+BACKFILL_PAUSE_SECONDS: Final = 2
+"""The backfill daemon's pause between iterations in the tests (30 s in Dagster, a module constant, not a setting:
+see `daemon_command`)."""
 DOCKERFILE: Final = PROJECT_ROOT / "Dockerfile"
 POSTGRES_USER: Final = "dagster"
 POSTGRES_DB: Final = "postgres"
@@ -137,9 +150,29 @@ def answers_tcp(port: int) -> bool:
 
 
 def use_production_instance(dagster_home: Path) -> None:
-    """deploy/dagster.yaml as the instance of `dagster_home`: every Dagster process with that DAGSTER_HOME (and the
-    DAGSTER_PG_* variables) shares the instance in PostgreSQL."""
-    shutil.copyfile(DEPLOY_INSTANCE, dagster_home / "dagster.yaml")
+    """deploy/dagster.yaml, with TEST_INTERVALS, as the instance of `dagster_home`: every Dagster process with that
+    DAGSTER_HOME (and the DAGSTER_PG_* variables) shares the instance in PostgreSQL."""
+    config: dict[str, Any] = safe_load_yaml(DEPLOY_INSTANCE.read_text())
+    for (*path, name), seconds in TEST_INTERVALS.items():
+        section = config
+        for key in path:
+            section = section.setdefault(key, {})
+        section[name] = seconds
+    (dagster_home / "dagster.yaml").write_text(json.dumps(config, indent=1))  # JSON is YAML
+
+
+def daemon_command(venv: Path, workspace: Path) -> list[str]:
+    """`dagster-daemon run` from `venv`, its backfill loop pausing BACKFILL_PAUSE_SECONDS instead of 30 s.
+
+    Dagster reads the pause from `dagster._daemon.controller.DEFAULT_DAEMON_INTERVAL_SECONDS` at each iteration and
+    offers no setting for it; every test that launches a backfill would otherwise wait up to a minute for two
+    iterations (one submits the run, one marks the backfill done). The other daemons keep their own intervals."""
+    start = (
+        "import sys; import dagster._daemon.controller as controller; "
+        f"controller.DEFAULT_DAEMON_INTERVAL_SECONDS = {BACKFILL_PAUSE_SECONDS}; "
+        "from dagster._daemon.cli import main; sys.argv[0] = 'dagster-daemon'; main()"
+    )
+    return [str(venv / "bin" / "python"), "-c", start, "run", "-w", str(workspace)]
 
 
 @contextmanager
@@ -158,7 +191,7 @@ def running_deployment(env: Mapping[str, str], dagster_home: Path, venv: Path) -
     code_server = [dagster, "api", "grpc", "-m", DEFINITIONS_MODULE, "-h", HOST, "-p", str(grpc_port)]
     processes = {
         "the code server": (code_server, lambda: answers_tcp(grpc_port)),
-        "the daemon": ([str(venv / "bin" / "dagster-daemon"), "run", "-w", str(workspace)], lambda: True),
+        "the daemon": (daemon_command(venv, workspace), lambda: True),
         "the webserver": (
             [str(venv / "bin" / "dagster-webserver"), "-w", str(workspace), "-h", HOST, "-p", str(web_port)],
             webserver.is_ready,

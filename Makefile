@@ -42,8 +42,10 @@ typecheck:
 validate:
 	$(RUN) dagster definitions validate -w workspace.yaml
 
+## Two or more pytest workers (one per core), each with its own emulators; a test file stays on one worker, in order
+## (the end-to-end module shares one deployment across its tests). A single `pytest FILE` runs in one process.
 unit:
-	$(RUN) pytest
+	$(RUN) pytest -n auto --dist loadfile
 
 ## Reproducible measurements against baselines and peers run beside them (ratios, never asserts); a few minutes.
 ## The bench group (dlt, a peer measured beside ours) is installed here only: make test never needs it.

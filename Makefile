@@ -55,3 +55,4 @@ bench: $(UV)
 	$(UV) run --frozen --group bench python -m benchmarks.range_calls
 	$(UV) run --frozen --group bench python -m benchmarks.backfill_exports
 	$(UV) run --frozen --group bench python -m benchmarks.ledger_senders
+	$(UV) run --frozen --group bench python -m benchmarks.run_overhead

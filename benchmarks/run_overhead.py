@@ -17,7 +17,7 @@ the sum over steps of their launch to STEP_START (zero in-process), `run` the ru
 Rounds alternate the variants (`--repeat`); figures are medians, `x spawn` the median of each round's ratio
 of spawn's worker time to this variant's (above 1 is faster).
 
-    .venv/bin/python -m benchmarks.run_overhead [--days 14] [--rows-per-day 2000] [--repeat 2]
+    .venv/bin/python -m benchmarks.run_overhead [--days 14] [--rows-per-day 2000 20000] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -139,8 +139,8 @@ def measure(variant: str, env: dict[str, str], window: ExportWindow) -> RunTimes
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--days", type=int, default=14)
-    parser.add_argument("--rows-per-day", type=int, default=2000)
-    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--rows-per-day", type=int, nargs="+", default=[2000, 20000], help="sizes to run")
+    parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--run-worker", nargs=3, metavar=("VARIANT", "START", "END"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -150,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     yesterday = datetime.now(UTC).date() - timedelta(days=1)
     window = ExportWindow(yesterday - timedelta(days=args.days - 1), yesterday)
 
-    runs: list[RunTimes] = []
+    runs: dict[int, list[RunTimes]] = {rows: [] for rows in args.rows_per_day}
     with tempfile.TemporaryDirectory(prefix="hatch-bench-overhead-") as scratch:
         root = Path(scratch)
         with (
@@ -158,27 +158,27 @@ def main(argv: Sequence[str] | None = None) -> None:
             bigquery_emulator(PROJECT, gcs_data_dir=root / "gcs", home_dir=root / "bq-home") as bq_endpoint,
             SandboxServer() as sandbox,
         ):
-            sandbox.config = dataclasses.replace(
-                sandbox.config, rows_per_day=args.rows_per_day, min_export_interval_seconds=0.0
-            )
             storage = storage_client(PROJECT, gcs_endpoint)
             bigquery = bigquery_client(PROJECT, "US", bq_endpoint)
-            for _ in range(args.repeat):
-                for variant in args.variants:
-                    suffix = uuid.uuid4().hex[:10]
-                    bucket = storage.create_bucket(f"bench-{suffix}").name
-                    bigquery.create_dataset(f"bench_{suffix}")
-                    home = root / f"home-{suffix}"
-                    home.mkdir()
-                    (home / "dagster.yaml").write_text((PROJECT_ROOT / "dagster.yaml").read_text())
-                    env = _environment(home, sandbox.base_url, bucket, f"bench_{suffix}", gcs_endpoint, bq_endpoint)
-                    runs.append(measure(variant, env, window))
+            for rows, measured in runs.items():
+                sandbox.config = dataclasses.replace(sandbox.config, rows_per_day=rows, min_export_interval_seconds=0)
+                for _ in range(args.repeat):
+                    for variant in args.variants:
+                        suffix = uuid.uuid4().hex[:10]
+                        bucket = storage.create_bucket(f"bench-{suffix}").name
+                        bigquery.create_dataset(f"bench_{suffix}")
+                        home = root / f"home-{suffix}"
+                        home.mkdir()
+                        (home / "dagster.yaml").write_text((PROJECT_ROOT / "dagster.yaml").read_text())
+                        env = _environment(home, sandbox.base_url, bucket, f"bench_{suffix}", gcs_endpoint, bq_endpoint)
+                        measured.append(measure(variant, env, window))
 
-    table = _table(runs, args.variants)
-    print(f"A {args.days}-day range run of the six hatch assets, {args.rows_per_day} rows/day, local servers.\n")
-    print(format_table(_HEADER, table))
+    for rows, measured in runs.items():
+        print(f"\nA {args.days}-day range run of the six hatch assets and their checks, {rows} rows/day per source.\n")
+        print(format_table(_HEADER, _table(measured, args.variants)))
     document: dict[str, Any] = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    RESULTS.write_text(json.dumps(document | {"run_overhead": [dataclasses.asdict(r) for r in runs]}, indent=1) + "\n")
+    figures = {str(rows): [dataclasses.asdict(run) for run in measured] for rows, measured in runs.items()}
+    RESULTS.write_text(json.dumps(document | {"run_overhead": figures}, indent=1) + "\n")
 
 
 def _environment(home: Path, api: str, bucket: str, dataset: str, gcs: str, bq: str) -> dict[str, str]:

@@ -1,6 +1,6 @@
 """The deployment artifacts a user copies agree with each other and with the instance the tests run: the Dockerfile,
 deploy/dagster.yaml, the Helm values and dagster_cloud.yaml. The production-topology test
-(e2e/test_production_topology.py) runs deploy/dagster.yaml and the Dockerfile's install for real; these checks keep
+(e2e/test_deployment.py) runs deploy/dagster.yaml and the Dockerfile's install for real; these checks keep
 the files it cannot run (no Kubernetes here) from drifting away from it."""
 
 from __future__ import annotations

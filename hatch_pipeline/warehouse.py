@@ -34,6 +34,8 @@ from google.api_core.exceptions import (
 )
 from google.cloud import bigquery
 
+from hatch_pipeline.column_names import NAME_PATTERN
+
 PARTITION_COLUMN: Final = "_export_date"
 LATEST_TIE_BREAKERS: Final = ("_loaded_at", "_source_file")
 """Lineage columns that decide, newest first, between rows of one id with the same order value."""
@@ -54,9 +56,6 @@ _STANDARD_TYPE_NAMES: Final = {"INTEGER": "INT64", "FLOAT": "FLOAT64", "BOOLEAN"
 
 _PROJECT_ID = re.compile(r"(?:[a-z0-9.-]+:)?[a-z][a-z0-9-]*[a-z0-9]")
 _DATASET_ID = re.compile(r"[A-Za-z0-9_]{1,1024}")
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,299}")
-RESERVED_COLUMN_PREFIXES: Final = ("_TABLE_", "_FILE_", "_PARTITION", "_ROW_TIMESTAMP", "__ROOT__", "_COLON_")
-"""BigQuery refuses column names that start with these, in any case."""
 _STAGING_EXPIRY = timedelta(days=1)
 
 TRANSIENT_REASONS: Final = frozenset(
@@ -257,19 +256,6 @@ def bigquery_columns(schema: Mapping[str, pl.DataType]) -> dict[str, str]:
         except TypeError as error:
             raise TypeError(f"column {name!r}: {error}") from None
     return columns
-
-
-def column_name_problem(name: str) -> str | None:
-    """Why BigQuery (or the SQL this module writes) cannot take `name` as a column, or None when it can.
-
-    Names are also case-insensitive in BigQuery: callers must check that no two names differ only in case.
-    """
-    if not _NAME.fullmatch(name):
-        return "column names need a letter or underscore first, then letters, digits and underscores (at most 300)"
-    reserved = next((prefix for prefix in RESERVED_COLUMN_PREFIXES if name.upper().startswith(prefix)), None)
-    if reserved is not None:
-        return f"BigQuery reserves column names starting with {reserved}"
-    return None
 
 
 def quoted(name: str) -> str:
@@ -675,7 +661,7 @@ def _check_project_and_dataset(project: str, dataset: str) -> None:
 
 
 def _check_name(name: str) -> None:
-    if not _NAME.fullmatch(name):
+    if not NAME_PATTERN.fullmatch(name):
         raise ValueError(
             f"{name!r} is not a usable table or column name: start with a letter or underscore, "
             "then letters, digits and underscores (at most 300)"

@@ -15,9 +15,9 @@ from typing import Final
 
 import polars as pl
 
+from hatch_pipeline.column_names import column_name_problem
 from hatch_pipeline.parsing.member import Member, MemberFile
 from hatch_pipeline.schemas import HIVE_KEY, LINEAGE_COLUMNS, SourceSchema
-from hatch_pipeline.warehouse import column_name_problem
 
 __all__ = ["check_column_names", "columns_of", "inferred_columns", "inferred_keys"]
 

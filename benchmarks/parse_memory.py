@@ -1,6 +1,8 @@
 """Throughput and peak memory of turning an export ZIP into Parquet: ours beside the tools a user would pick instead.
 
-Every variant starts from the same stored ZIP (so each pays for decompressing it) and writes Parquet:
+The export is the sandbox's conversation_items rows with hostile text in them (HOSTILE_BODIES, HOSTILE_NAMES), as a
+vendor's writer sends it: Python's csv module with minimal quoting and CRLF, or one JSON object a line. Every
+variant starts from the same stored ZIP (so each pays for decompressing it) and writes Parquet:
 - ours: `hatch_pipeline.parsing.export.parse_export`, typed, checked, one file per day, every NDJSON key kept;
 - polars: bare polars, member extracted to a file, `scan_ndjson` / `scan_csv` with polars' defaults, the day
   column added, `sink_parquet` partitioned by day (what ours must reach: about the same speed);
@@ -27,6 +29,7 @@ import argparse
 import csv
 import io
 import json
+import random
 import shutil
 import statistics
 import subprocess
@@ -47,7 +50,7 @@ import polars as pl
 
 from benchmarks import format_table
 from hatch_pipeline.contract import DataSource, ExportWindow, OutputFormat
-from hatch_pipeline.local.sandbox.data import SandboxConfig, render_export
+from hatch_pipeline.local.sandbox.data import SandboxConfig, rows_for_day
 from hatch_pipeline.parsing.export import parse_export
 from hatch_pipeline.schemas import SCHEMAS
 
@@ -56,7 +59,7 @@ WINDOW: Final = ExportWindow(date(2026, 1, 1), date(2026, 1, 1) + timedelta(days
 """180 days, the longest export; fixed, so every run on every day parses the same bytes."""
 
 _MB: Final = 1_000_000
-_SAMPLE_ROWS: Final = 200
+_SAMPLE_ROWS: Final = 2_000
 _SAMPLE_SECONDS: Final = 0.005
 _REPO_ROOT: Final = Path(__file__).resolve().parents[1]
 _HEADER: Final = (
@@ -99,9 +102,9 @@ class Measurement:
 
 
 def write_export(directory: Path, output_format: OutputFormat, target_bytes: int) -> Export:
-    """Stream the sandbox's rows for WINDOW into a ZIP of about `target_bytes` uncompressed, as the vendor sends it."""
+    """Write the sandbox's rows for WINDOW, their text made hostile, into a ZIP of about `target_bytes`
+    uncompressed, as a vendor's writer would: Python's csv module (minimal quoting, CRLF) or one JSON object a line."""
     rows_per_day = _rows_per_day_for(output_format, target_bytes)
-    config = SandboxConfig(rows_per_day=rows_per_day)
     stem = f"{SOURCE}_{WINDOW.start.isoformat()}_{WINDOW.end.isoformat()}"
     path = directory / output_format / f"{stem}.zip"
     path.parent.mkdir()
@@ -110,17 +113,64 @@ def write_export(directory: Path, output_format: OutputFormat, target_bytes: int
         zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive,
         archive.open(f"{stem}.{output_format}", "w", force_zip64=True) as member,
     ):
-        for chunk in render_export(SOURCE, WINDOW, output_format, config):
+        for chunk in hostile_export(WINDOW, output_format, rows_per_day):
             member.write(chunk)
             written += len(chunk)
     return Export(path, output_format, rows_per_day, written)
 
 
+HOSTILE_BODIES: Final = (
+    "",
+    'Hi, thanks for your message: "see you at 10, room 4"!\r\nBest,\r\nThe team',
+    'Order #{n}, 2 x "Deluxe, XL"\n- shipped\n- paid, with a 10% discount',
+    "Réunion à 10h, d'accord? «très bien» — 日本語のテキスト, emoji 🙂✓",
+    "plain short answer",
+    'He said ""no"", then: yes,\nthen maybe,\r\n"final"',
+    "a, b, c, d, e, f, g, h",
+    "Dear customer,\r\n\r\n"
+    + 'Your order, "#{n}", has shipped; track it at the link below.\r\n' * 25
+    + "-- \r\nSupport",
+    '> On Monday, "Ann" wrote:\n> ' + 'Thanks, we\'ll call back; "soon", I promise.\n> ' * 150,
+)
+"""Text as people write it: empty, quotes (doubled by a CSV writer), commas, CRLF and LF inside a value, unicode,
+an email of 27 lines, a quoted reply thread of 150 lines (7 kB). One in nine rows is plain: the rest need quoting."""
+HOSTILE_NAMES: Final = ('Acme, Inc. "West"', "Müller & Söhne, Zürich", "Plain Workspace", "")
+
+
+def hostile_export(window: ExportWindow, output_format: OutputFormat, rows_per_day: int) -> Iterator[bytes]:
+    """The sandbox's conversation_items rows with their body and workspace name drawn from HOSTILE_BODIES and
+    HOSTILE_NAMES (seeded: every run writes the same bytes), one chunk per day (the CSV header first)."""
+    config = SandboxConfig(rows_per_day=rows_per_day)
+    columns = list(SCHEMAS[SOURCE].columns)
+    rng = random.Random(0)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, quoting=csv.QUOTE_MINIMAL, lineterminator="\r\n")
+    if output_format == "csv":
+        writer.writerow(columns)
+    for day in window.dates():
+        for row in rows_for_day(SOURCE, day, config):
+            body = rng.choice(HOSTILE_BODIES).replace("{n}", str(rng.randrange(10_000)))
+            row = row | {"body": body, "workspace_name": rng.choice(HOSTILE_NAMES)}
+            if output_format == "csv":
+                writer.writerow(_csv_value(row.get(column)) for column in columns)
+            else:
+                buffer.write(json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n")
+        yield buffer.getvalue().encode()
+        buffer.seek(0)
+        buffer.truncate()
+
+
+def _csv_value(value: object) -> object:
+    """What a vendor's CSV writer puts in a cell: null as an empty field, booleans as true/false."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value
+
+
 def _rows_per_day_for(output_format: OutputFormat, target_bytes: int) -> int:
     """Rows per day that make the whole window about `target_bytes`, from the size of one sample day."""
     sample_day = ExportWindow(WINDOW.start, WINDOW.start)
-    chunks = render_export(SOURCE, sample_day, output_format, SandboxConfig(rows_per_day=_SAMPLE_ROWS))
-    bytes_per_row = sum(len(chunk) for chunk in chunks) / _SAMPLE_ROWS
+    bytes_per_row = sum(len(chunk) for chunk in hostile_export(sample_day, output_format, _SAMPLE_ROWS)) / _SAMPLE_ROWS
     return max(1, round(target_bytes / (bytes_per_row * WINDOW.days)))
 
 
@@ -374,8 +424,26 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(format_table(_HEADER, table))
     print("\nx polars: throughput relative to bare polars on the same ZIP (above 1 is faster). anon / input: anonymous")
     print("memory growth per MB of uncompressed input (the target for ours is at most 1).")
+    imports = {name: import_seconds(statement, args.repeat) for name, statement in IMPORTS.items()}
+    print("\nA fresh process's imports before it can parse (not in `seconds` above; median of the rounds): ", end="")
+    print(", ".join(f"{name} {seconds:.2f} s" for name, seconds in imports.items()))
     document = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    RESULTS.write_text(json.dumps(document | {"parse": results}, indent=1) + "\n")
+    RESULTS.write_text(json.dumps(document | {"parse": results, "parse_imports": imports}, indent=1) + "\n")
+
+
+IMPORTS: Final = {"polars": "import polars", "ours": "from hatch_pipeline.parsing.export import parse_export"}
+"""What each of the two main variants imports in a fresh process before it can parse."""
+
+
+def import_seconds(statement: str, rounds: int) -> float:
+    """The median time a fresh interpreter takes to run `statement`, beyond starting and stopping (`pass`)."""
+
+    def run(code: str) -> float:
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-c", code], cwd=_REPO_ROOT, check=True)
+        return time.perf_counter() - started
+
+    return statistics.median(run(statement) - run("pass") for _ in range(rounds))
 
 
 if __name__ == "__main__":

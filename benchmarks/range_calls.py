@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import tempfile
 import threading
 import uuid
 from collections import Counter
@@ -30,15 +29,13 @@ from typing import Any, Final
 
 import requests
 from google.cloud import bigquery
-from google.cloud.storage import Client as StorageClient
 
 from benchmarks import format_table
+from benchmarks.local_servers import local_servers
 from hatch_pipeline.contract import DataSource, ExportWindow
 from hatch_pipeline.defs.resources import HatchExportResource
-from hatch_pipeline.google_clients import bigquery_client, storage_client
 from hatch_pipeline.local.sandbox.data import DEFAULT_API_KEY
 from hatch_pipeline.local.sandbox.server import SandboxServer
-from hatch_pipeline.local.services import bigquery_emulator, gcs_emulator
 from hatch_pipeline.stages.bigquery import load_bigquery, table_spec
 from hatch_pipeline.stages.parquet import build_parquet
 from hatch_pipeline.stages.raw import land_raw
@@ -141,43 +138,36 @@ def main(argv: Sequence[str] | None = None) -> None:
     yesterday = datetime.now(UTC).date() - timedelta(days=1)
     longest = ExportWindow(yesterday - timedelta(days=max(args.days) - 1), yesterday)
 
-    with tempfile.TemporaryDirectory(prefix="hatch-bench-calls-") as scratch:
-        root = Path(scratch)
-        with (
-            gcs_emulator(root / "gcs") as gcs_endpoint,
-            bigquery_emulator(PROJECT, gcs_data_dir=root / "gcs", home_dir=root / "bq-home") as bq_endpoint,
-            SandboxServer() as sandbox,
-        ):
-            sandbox.config = dataclasses.replace(sandbox.config, rows_per_day=args.rows_per_day)
-            storage: StorageClient = storage_client(PROJECT, gcs_endpoint)
-            bq = bigquery_client(PROJECT, "US", bq_endpoint)
-            bucket = storage.create_bucket(f"bench-{uuid.uuid4().hex[:12]}").name
-            store = ObjectStore(storage, bucket, "hatch")
-            gcs_counter = CallCounter(storage._http)
-            bq_counter = CallCounter(bq._http)
-            _land(sandbox, store, longest, root)
+    with local_servers(PROJECT, "hatch-bench-calls-") as servers:
+        sandbox, storage, bq = servers.sandbox, servers.storage, servers.bigquery
+        sandbox.config = dataclasses.replace(sandbox.config, rows_per_day=args.rows_per_day)
+        bucket = storage.create_bucket(f"bench-{uuid.uuid4().hex[:12]}").name
+        store = ObjectStore(storage, bucket, "hatch")
+        gcs_counter = CallCounter(storage._http)
+        bq_counter = CallCounter(bq._http)
+        _land(sandbox, store, longest, servers.scratch)
 
-            def one_run(dataset: str) -> Callable[[ExportWindow], Counter[str]]:
-                def work(window: ExportWindow) -> Counter[str]:
-                    bq_counter.take()
-                    parquet, gcs = run_range(window, store, bq, gcs_counter, dataset)
-                    bq_calls = bq_counter.take()
-                    return Counter(
-                        parquet=parquet["all"],
-                        parquet_raw=parquet["raw"],
-                        bigquery_gcs=gcs["all"],
-                        bigquery_calls=bq_calls["all"],
-                        bigquery_jobs=bq_calls["jobs"],
-                    )
+        def one_run(dataset: str) -> Callable[[ExportWindow], Counter[str]]:
+            def work(window: ExportWindow) -> Counter[str]:
+                bq_counter.take()
+                parquet, gcs = run_range(window, store, bq, gcs_counter, dataset)
+                bq_calls = bq_counter.take()
+                return Counter(
+                    parquet=parquet["all"],
+                    parquet_raw=parquet["raw"],
+                    bigquery_gcs=gcs["all"],
+                    bigquery_calls=bq_calls["all"],
+                    bigquery_jobs=bq_calls["jobs"],
+                )
 
-                return work
+            return work
 
-            costs: list[RunCost] = []
-            for days in args.days:
-                window = ExportWindow(yesterday - timedelta(days=days - 1), yesterday)
-                costs.append(measure("one range run", [window], one_run(f"range_{days}")))
-            per_day = [ExportWindow(day, day) for day in list(longest.dates())[-args.per_day_days :]]
-            costs.append(measure("baseline: a run per day", per_day, one_run("per_day")))
+        costs: list[RunCost] = []
+        for days in args.days:
+            window = ExportWindow(yesterday - timedelta(days=days - 1), yesterday)
+            costs.append(measure("one range run", [window], one_run(f"range_{days}")))
+        per_day = [ExportWindow(day, day) for day in list(longest.dates())[-args.per_day_days :]]
+        costs.append(measure("baseline: a run per day", per_day, one_run("per_day")))
 
     table = [
         [

@@ -29,7 +29,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Sequence
@@ -40,14 +39,12 @@ from typing import Any, Final
 import dagster as dg
 
 from benchmarks import format_table
+from benchmarks.local_servers import LocalServers, local_servers
 from hatch_pipeline.contract import ExportWindow
 from hatch_pipeline.defs.constants import GROUP
 from hatch_pipeline.defs.executor import STEP_EXECUTOR
 from hatch_pipeline.defs.partitions import range_tags
-from hatch_pipeline.google_clients import bigquery_client, storage_client
 from hatch_pipeline.local.sandbox.data import DEFAULT_API_KEY
-from hatch_pipeline.local.sandbox.server import SandboxServer
-from hatch_pipeline.local.services import bigquery_emulator, gcs_emulator
 
 PROJECT: Final = "hatch-bench"
 PROJECT_ROOT: Final = Path(__file__).resolve().parents[1]
@@ -151,27 +148,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     window = ExportWindow(yesterday - timedelta(days=args.days - 1), yesterday)
 
     runs: dict[int, list[RunTimes]] = {rows: [] for rows in args.rows_per_day}
-    with tempfile.TemporaryDirectory(prefix="hatch-bench-overhead-") as scratch:
-        root = Path(scratch)
-        with (
-            gcs_emulator(root / "gcs") as gcs_endpoint,
-            bigquery_emulator(PROJECT, gcs_data_dir=root / "gcs", home_dir=root / "bq-home") as bq_endpoint,
-            SandboxServer() as sandbox,
-        ):
-            storage = storage_client(PROJECT, gcs_endpoint)
-            bigquery = bigquery_client(PROJECT, "US", bq_endpoint)
-            for rows, measured in runs.items():
-                sandbox.config = dataclasses.replace(sandbox.config, rows_per_day=rows, min_export_interval_seconds=0)
-                for _ in range(args.repeat):
-                    for variant in args.variants:
-                        suffix = uuid.uuid4().hex[:10]
-                        bucket = storage.create_bucket(f"bench-{suffix}").name
-                        bigquery.create_dataset(f"bench_{suffix}")
-                        home = root / f"home-{suffix}"
-                        home.mkdir()
-                        (home / "dagster.yaml").write_text((PROJECT_ROOT / "dagster.yaml").read_text())
-                        env = _environment(home, sandbox.base_url, bucket, f"bench_{suffix}", gcs_endpoint, bq_endpoint)
-                        measured.append(measure(variant, env, window))
+    with local_servers(PROJECT, "hatch-bench-overhead-") as servers:
+        sandbox, storage, bigquery = servers.sandbox, servers.storage, servers.bigquery
+        for rows, measured in runs.items():
+            sandbox.config = dataclasses.replace(sandbox.config, rows_per_day=rows, min_export_interval_seconds=0)
+            for _ in range(args.repeat):
+                for variant in args.variants:
+                    suffix = uuid.uuid4().hex[:10]
+                    bucket = storage.create_bucket(f"bench-{suffix}").name
+                    bigquery.create_dataset(f"bench_{suffix}")
+                    home = servers.scratch / f"home-{suffix}"
+                    home.mkdir()
+                    (home / "dagster.yaml").write_text((PROJECT_ROOT / "dagster.yaml").read_text())
+                    env = _environment(home, sandbox.base_url, bucket, f"bench_{suffix}", servers)
+                    measured.append(measure(variant, env, window))
 
     for rows, measured in runs.items():
         print(f"\nA {args.days}-day range run of the six hatch assets and their checks, {rows} rows/day per source.\n")
@@ -181,7 +171,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     RESULTS.write_text(json.dumps(document | {"run_overhead": figures}, indent=1) + "\n")
 
 
-def _environment(home: Path, api: str, bucket: str, dataset: str, gcs: str, bq: str) -> dict[str, str]:
+def _environment(home: Path, api: str, bucket: str, dataset: str, servers: LocalServers) -> dict[str, str]:
     """A deployment's settings (HATCH_*), pointed at the sandbox and the emulators, with no spacing to wait for."""
     inherited = {name: value for name, value in os.environ.items() if not name.startswith("HATCH_")}
     return {
@@ -194,8 +184,8 @@ def _environment(home: Path, api: str, bucket: str, dataset: str, gcs: str, bq: 
         "HATCH_BQ_DATASET": dataset,
         "HATCH_TIMEZONE": "UTC",
         "HATCH_MIN_EXPORT_INTERVAL_SECONDS": "0",
-        "STORAGE_EMULATOR_HOST": gcs,
-        "BIGQUERY_EMULATOR_HOST": bq,
+        "STORAGE_EMULATOR_HOST": servers.gcs_endpoint,
+        "BIGQUERY_EMULATOR_HOST": servers.bigquery_endpoint,
     }
 
 

@@ -1,9 +1,10 @@
 """A deployment on this machine in the process layout of Kubernetes, as an operator runs one (support/deployment.py):
 PostgreSQL, a code server (`dagster api grpc`) from an environment installed as the Dockerfile installs the image,
 and the webserver and the daemon as processes of their own, on deploy/dagster.yaml (run queue, pools, run retries,
-run monitoring), loading `hatch_pipeline.definitions` against its own sandbox of the API, bucket and dataset in the
-session's emulators. Tests talk to it only as a user would: over the webserver's GraphQL API (see graphql.py), and
-by looking at the vendor's access log, the bucket and the tables.
+run monitoring; only the daemon's intervals shortened, see TEST_INTERVALS there), loading
+`hatch_pipeline.definitions` against its own sandbox of the API, bucket and dataset in the session's emulators.
+Tests talk to it only as a user would: over the webserver's GraphQL API (see graphql.py), and by looking at the
+vendor's access log, the bucket and the tables.
 
 One deployment per test module: its tests share the instance and run in the order they are written. Both schedules
 are set to tick 12 hours away and the catch-up sensor starts stopped, so nothing runs that a test did not start.

@@ -160,7 +160,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                     home = servers.scratch / f"home-{suffix}"
                     home.mkdir()
                     (home / "dagster.yaml").write_text((PROJECT_ROOT / "dagster.yaml").read_text())
-                    env = _environment(home, sandbox.base_url, bucket, f"bench_{suffix}", servers)
+                    env = _environment(home, bucket, f"bench_{suffix}", servers)
                     measured.append(measure(variant, env, window))
 
     for rows, measured in runs.items():
@@ -171,14 +171,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     RESULTS.write_text(json.dumps(document | {"run_overhead": figures}, indent=1) + "\n")
 
 
-def _environment(home: Path, api: str, bucket: str, dataset: str, servers: LocalServers) -> dict[str, str]:
+def _environment(home: Path, bucket: str, dataset: str, servers: LocalServers) -> dict[str, str]:
     """A deployment's settings (HATCH_*), pointed at the sandbox and the emulators, with no spacing to wait for."""
     inherited = {name: value for name, value in os.environ.items() if not name.startswith("HATCH_")}
     return {
         **inherited,
         "DAGSTER_HOME": str(home),
         "HATCH_API_KEY": DEFAULT_API_KEY,
-        "HATCH_API_BASE_URL": api,
+        "HATCH_API_BASE_URL": servers.sandbox.base_url,
         "HATCH_GCS_BUCKET": bucket,
         "HATCH_BQ_PROJECT": PROJECT,
         "HATCH_BQ_DATASET": dataset,
@@ -191,10 +191,15 @@ def _environment(home: Path, api: str, bucket: str, dataset: str, servers: Local
 
 def _table(runs: Sequence[RunTimes], variants: Sequence[str]) -> list[list[object]]:
     rounds = [runs[index : index + len(variants)] for index in range(0, len(runs), len(variants))]
+    baseline = variants.index("spawn") if "spawn" in variants else None
     rows: list[list[object]] = []
     for position, variant in enumerate(variants):
         mine = [round_[position] for round_ in rounds]
-        ratio = statistics.median(round_[0].worker / run.worker for round_, run in zip(rounds, mine, strict=True))
+        ratio = (
+            statistics.median(round_[baseline].worker / run.worker for round_, run in zip(rounds, mine, strict=True))
+            if baseline is not None
+            else float("nan")
+        )
         rows.append(
             [
                 variant,

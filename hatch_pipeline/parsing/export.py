@@ -28,7 +28,7 @@ from hatch_pipeline.contract import DataSource, ExportWindow
 from hatch_pipeline.parsing.columns import check_column_names, columns_of, inferred_columns, inferred_keys
 from hatch_pipeline.parsing.day_files import DayFiles
 from hatch_pipeline.parsing.explain import check_record_count, explain
-from hatch_pipeline.parsing.json_keys import may_hold_other_keys, other_key_pattern
+from hatch_pipeline.parsing.json_keys import KeySearch, key_search, may_hold_other_keys
 from hatch_pipeline.parsing.member import MAX_MEMBER_BYTES, PART_BYTES, Member, MemberFile, extract_member
 from hatch_pipeline.parsing.values import read_text, typed_rows
 from hatch_pipeline.schemas import HIVE_KEY, LINEAGE_COLUMNS, SCHEMAS, TIMESTAMP, SourceSchema
@@ -158,8 +158,8 @@ class _Parts:
         self._conversions = ThreadPoolExecutor(1, thread_name_prefix="hatch-parse")
         self._pending: list[Future[None]] = []
         self._room = threading.Semaphore(_PARTS_IN_FLIGHT)
-        self._other_keys: str | None = None
-        """NDJSON: the expression for a key that is neither documented nor among the first part's keys."""
+        self._other_keys: KeySearch | None = None
+        """NDJSON: the search for a key that is neither documented nor among the first part's keys."""
         self._columns_settled = threading.Event()
         self._new_keys = False
         self._failure: pl.exceptions.PolarsError | None = None
@@ -219,7 +219,7 @@ class _Parts:
         self.columns = columns_of(file, part)
         check_column_names(file, self._schema, self.columns)
         if file.format == "json":
-            self._other_keys = other_key_pattern({*self._schema.columns, *self.columns})
+            self._other_keys = key_search({*self._schema.columns, *self.columns})
 
     def _may_hold_other_keys(self, part: bytes) -> bool:
         """The cheap search, once the first part has settled the columns (a first part that failed: no search)."""

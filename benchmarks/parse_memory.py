@@ -377,7 +377,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--mb", type=float, nargs="+", default=[10.0, 100.0], help="export sizes, uncompressed MB")
     parser.add_argument("--format", choices=("json", "csv", "both"), default="both", help="export format(s)")
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
-    parser.add_argument("--repeat", type=int, default=3, help="rounds of every variant (medians count: shared machine)")
+    parser.add_argument("--repeat", type=int, default=5, help="rounds of every variant (medians count: shared machine)")
     args = parser.parse_args(argv)
     formats: tuple[OutputFormat, ...] = ("json", "csv") if args.format == "both" else (args.format,)
 

@@ -21,7 +21,7 @@ VALUES = st.recursive(
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(KEYS, inner, max_size=3),
     max_leaves=6,
 )
-LAYOUTS = st.sampled_from([(",", ":"), (", ", ": "), (" ,\t", " :\r\n")])
+LAYOUTS = st.sampled_from([(",", ":"), (", ", ": "), (" ,\t", " :\r\n"), (",", " :"), (",\t", ":")])
 
 
 def search(lines: list[str]) -> bool:
@@ -41,6 +41,14 @@ def test_a_key_outside_the_known_set_is_never_missed(
     lines = [json.dumps(obj, separators=layout, ensure_ascii=ascii_only) for obj in objects]
     if any(key not in KNOWN for obj in objects for key in obj):
         assert search(lines), lines
+
+
+@pytest.mark.parametrize(
+    "line",
+    ['{"id":1,\t"new":2}', '{"id":1, "new":2}', '{"id":1,"new" :2}', '{"id":1,"new"\t:2}', '{ "new":1}', '{"new"  :1}'],
+)
+def test_a_key_with_whitespace_on_one_side_only_is_found(line: str) -> None:
+    assert search([line])
 
 
 def test_lines_with_only_known_keys_and_plain_values_raise_no_alarm() -> None:

@@ -4,13 +4,13 @@ Parquet's own types."""
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
 import pyarrow.parquet as pq
 
-from hatch_pipeline.parsing.day_files import DayFiles
+from hatch_pipeline.parsing.day_files import _MANY_DAYS, DayFiles
 
 NOV_20, NOV_21 = date(2026, 11, 20), date(2026, 11, 21)
 
@@ -82,3 +82,29 @@ def test_a_day_that_comes_back_after_a_batch_passed_it_over_keeps_all_its_rows(t
     assert pl.read_parquet(tmp_path / file_of(NOV_21))["n"].to_list() == [2, 3]
     assert pl.read_parquet(tmp_path / file_of(nov_22))["n"].to_list() == [4, 6, 7]
     assert pl.read_parquet(tmp_path / file_of(NOV_20)).schema == batch([]).schema
+
+
+def test_batches_over_many_days_keep_each_days_rows_in_order(tmp_path: Path) -> None:
+    """Batches with rows for more than `_MANY_DAYS` days are written on two threads: the same files come out."""
+    many = _MANY_DAYS + 1
+    days_ = [date(2026, 1, 1) + timedelta(days=offset) for offset in range(3 * many)]
+    sent: dict[date, list[int]] = {day: [] for day in days_}
+    counter = iter(range(1_000_000))
+
+    def rows_for(order: list[date]) -> pl.DataFrame:
+        rows = [(day, next(counter)) for day in order]
+        for day, n in rows:
+            sent[day].append(n)
+        return batch(rows)
+
+    later = days_[2 * many - 5 :]
+    with DayFiles(tmp_path, "day", file_of) as days:
+        days.write(rows_for([day for day in days_[: 2 * many] for _ in range(2)]))  # each day twice in a row
+        days.write(rows_for(later + days_[:5] + later))  # later days interleaved; five passed-over days return
+        days.write(rows_for(days_))  # every day once more, finished or open
+        days.close()
+        rows = dict(days.rows)
+
+    assert rows == {day: len(numbers) for day, numbers in sent.items()}
+    for day, numbers in sent.items():
+        assert pl.read_parquet(tmp_path / file_of(day))["n"].to_list() == numbers

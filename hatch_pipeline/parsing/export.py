@@ -105,9 +105,8 @@ def parse_export(
     # Scratch space inside out_dir, so finished files move into place by rename and a failure leaves nothing.
     with (
         tempfile.TemporaryDirectory(prefix=".parsing-", dir=out_dir) as scratch,
-        _Parts(
-            schema, lineage, _moved(day_column, timezone), DayFiles(Path(scratch) / "days", "_export_date", _day_file)
-        ) as parts,
+        DayFiles(Path(scratch) / "days", "_export_date", _day_file) as day_files,
+        _Parts(schema, lineage, _moved(day_column, timezone), day_files) as parts,
     ):
         member = extract_member(
             zip_path, source, window, max_bytes=max_member_bytes, part_bytes=part_bytes, on_part=parts.submit
@@ -170,8 +169,7 @@ class _Parts:
     def __exit__(self, *_: object) -> None:
         self._columns_settled.set()  # no search waits for a first part that will not come
         self._searches.shutdown(cancel_futures=True)
-        self._conversions.shutdown(cancel_futures=True)
-        self.days.close()
+        self._conversions.shutdown(cancel_futures=True)  # the day files close next: their context was entered first
 
     def submit(self, file: MemberFile, part: bytes) -> None:
         """Queue a part; waits while `_PARTS_IN_FLIGHT` parts are not yet written, so decompression running ahead

@@ -21,11 +21,12 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-__all__ = ["DayFiles"]
+__all__ = ["MANY_DAYS", "DayFiles"]
 
 _COMPRESSION: Final = "zstd"
-_MANY_DAYS: Final = 16
-"""A batch with rows for more days than this is written on two threads (see `DayFiles.write`)."""
+MANY_DAYS: Final = 16
+"""A batch with rows for more days than this is written on two threads (see `DayFiles.write`); public so that a
+test can write batches that take that path whatever the threshold becomes."""
 
 
 class DayFiles:
@@ -73,7 +74,7 @@ class DayFiles:
         self._wait()
         batch = list(self._by_day(rows))
         passed_over = self._writers.keys() - {day for day, _ in batch} - self._scattered
-        pools = cycle([self._pool, self._helper] if len(batch) > _MANY_DAYS else [self._pool])
+        pools = cycle([self._pool, self._helper] if len(batch) > MANY_DAYS else [self._pool])
         self._writing.extend(next(pools).submit(self._finish, day) for day in sorted(passed_over))
         for day, day_rows in batch:
             # String views hand polars' buffers to pyarrow without a copy; Parquet stores them as plain strings.

@@ -10,7 +10,7 @@ from pathlib import Path
 import polars as pl
 import pyarrow.parquet as pq
 
-from hatch_pipeline.parsing.day_files import _MANY_DAYS, DayFiles
+from hatch_pipeline.parsing.day_files import MANY_DAYS, DayFiles
 
 NOV_20, NOV_21 = date(2026, 11, 20), date(2026, 11, 21)
 
@@ -85,8 +85,8 @@ def test_a_day_that_comes_back_after_a_batch_passed_it_over_keeps_all_its_rows(t
 
 
 def test_batches_over_many_days_keep_each_days_rows_in_order(tmp_path: Path) -> None:
-    """Batches with rows for more than `_MANY_DAYS` days are written on two threads: the same files come out."""
-    many = _MANY_DAYS + 1
+    """Batches with rows for more than `MANY_DAYS` days are written on two threads: the same files come out."""
+    many = MANY_DAYS + 1
     days_ = [date(2026, 1, 1) + timedelta(days=offset) for offset in range(3 * many)]
     sent: dict[date, list[int]] = {day: [] for day in days_}
     counter = iter(range(1_000_000))
